@@ -1,0 +1,149 @@
+"""The corpus-reader interface and its registry.
+
+A reader is one small class per corpus. It recognises the corpus's files from their paths
+(file stem and the folders above it) and parses each into an :class:`Utterance`. A subclass
+registers itself under its ``name``::
+
+    class MyCorpus(CorpusReader):
+        name = "mycorpus"
+        language = "sw"
+        labels = {"H": "happy", "S": "sad"}
+        pattern = r"(?P<speaker>spk\\d+)_(?P<label>[HS])_(?P<text>\\d+)"
+
+        def parse(self, path):
+            m = self.match(path)
+            return m and Utterance(speaker=m["speaker"], label_native=m["label"], text_id=m["text"])
+
+``get_reader("mycorpus")`` then finds it; an unknown name fails with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+__all__ = ["CorpusReader", "Utterance", "get_reader", "reader_names", "readers"]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """What a reader knows about one file. Empty fields stay ``None``.
+
+    ``key`` identifies the utterance within its corpus (two copies of a corpus share keys);
+    by default it is the file stem.
+    """
+
+    label_native: str
+    speaker: str | None = None
+    gender: str | None = None
+    intensity: str | None = None
+    text_id: str | None = None
+    key: str | None = None
+    arousal: float | None = None
+    valence: float | None = None
+    dominance: float | None = None
+    label: str | None = None  # canonical label when the reader decides it itself
+
+
+_REGISTRY: dict[str, type[CorpusReader]] = {}
+
+
+class CorpusReader(ABC):
+    """Base class: set the class attributes, implement :meth:`parse`.
+
+    Attributes:
+        name: registry name (lower case).
+        language: ISO 639 code of the speech (``en``, ``ur``, ``zh`` ...).
+        language_name: the language in English.
+        labels: native label code -> canonical label (see :mod:`emolingua.taxonomy`);
+            a code mapped to ``""`` is kept with an empty canonical label.
+        pattern: regular expression that a file stem must match in full.
+        folder_hint: regular expression searched (case-insensitive) in the folder names
+            above a file; it decides between readers whose patterns both match a file.
+        citation: where the corpus is published.
+    """
+
+    name: ClassVar[str] = ""
+    language: ClassVar[str] = ""
+    language_name: ClassVar[str] = ""
+    labels: ClassVar[dict[str, str]] = {}
+    pattern: ClassVar[str] = ""
+    folder_hint: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    notes: ClassVar[str] = ""
+
+    _compiled: ClassVar[re.Pattern[str] | None] = None
+    _hint: ClassVar[re.Pattern[str] | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.name:
+            return
+        if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+            raise ValueError(f"corpus reader {cls.name!r} is registered twice")
+        cls._compiled = re.compile(cls.pattern) if cls.pattern else None
+        cls._hint = re.compile(cls.folder_hint, re.IGNORECASE) if cls.folder_hint else None
+        _REGISTRY[cls.name] = cls
+
+    # -- what subclasses implement -------------------------------------------------------
+    @abstractmethod
+    def parse(self, path: Path) -> Utterance | None:
+        """Parse one audio file's path; ``None`` when the file is not of this corpus."""
+
+    # -- helpers for subclasses -----------------------------------------------------------
+    def match(self, path: Path) -> dict[str, str] | None:
+        """The named groups of :attr:`pattern` matched against the stem, or ``None``."""
+        if self._compiled is None:
+            return None
+        m = self._compiled.fullmatch(path.stem)
+        return m.groupdict() if m else None
+
+    def hinted(self, path: Path) -> bool:
+        """True when a folder above ``path`` matches :attr:`folder_hint`."""
+        return self._hint is not None and any(self._hint.search(p) for p in path.parent.parts)
+
+    def ignores(self, path: Path) -> bool:
+        """True for audio files that belong to the corpus's folder but are not utterances."""
+        return False
+
+    def canonical(self, native: str) -> str:
+        """The canonical label for a native code (``""`` when the reader maps none)."""
+        return self.labels.get(native, "")
+
+    def describe(self) -> dict[str, object]:
+        """Name, language and classes, for ``emolingua corpora list``."""
+        return {
+            "name": self.name,
+            "language": self.language,
+            "language_name": self.language_name,
+            "classes": sorted({v for v in self.labels.values() if v}),
+            "citation": self.citation,
+            "notes": self.notes,
+        }
+
+
+def readers() -> dict[str, type[CorpusReader]]:
+    """All registered readers by name, in registration order."""
+    importlib.import_module("emolingua.corpora.readers")  # registers the built-in readers
+
+    return dict(_REGISTRY)
+
+
+def reader_names() -> list[str]:
+    return list(readers())
+
+
+def get_reader(name: str) -> CorpusReader:
+    """An instance of the reader registered as ``name``.
+
+    >>> get_reader("emodb").language
+    'de'
+    """
+    known = readers()
+    if name not in known:
+        raise KeyError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(known))}")
+    return known[name]()
