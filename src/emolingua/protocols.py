@@ -1,0 +1,565 @@
+"""Split protocols over a manifest: speaker-independent by default, folds made per corpus.
+
+>>> from emolingua.protocols import make_splits, describe_splits
+>>> splits = make_splits(manifest, protocol="speaker-kfold:5", seed=0)   # doctest: +SKIP
+>>> describe_splits(splits)                                              # doctest: +SKIP
+
+Protocols (spec strings, see :func:`parse_protocol`):
+
+``loso``
+    Leave one speaker out: fold *k* tests the *k*-th speaker (sorted by id).
+``speaker-kfold:K``
+    ``StratifiedGroupKFold`` over speakers (``K`` defaults to 5).
+``random:A/B/C``
+    One stratified utterance-level train/valid/test split in percent, as in Wang et al.
+    (2022); ``random`` alone means ``random:70/10/20``. Default seed 12345. Speaker-dependent.
+``emobox:DIR``
+    EmoBox's published folds, ``DIR/<reader>/fold_k/<reader>_{train,test}_fold_k.jsonl``.
+
+Under ``loso``, ``speaker-kfold`` and ``emobox`` the validation set is carved from each fold's
+training rows *by speaker* when the fold allows it, otherwise as a stratified utterance split.
+A corpus with fewer than 3 speakers, or with rows lacking a speaker id, cannot be split by
+speaker: it gets a stratified utterance-level K-fold split instead (5 folds under ``loso``).
+
+Everything the caller should know about (fallbacks, fewer folds than asked, skipped corpora,
+unmatched EmoBox entries) is emitted as a :class:`SplitNote` warning; catch them with
+``warnings.catch_warnings(record=True)`` to show or log them.
+
+The result is a long table, one row per (utterance, fold): see :data:`SPLIT_COLUMNS`.
+``speaker_independent`` is True only when the protocol meant the fold to be speaker
+independent *and* no speaker of that corpus and fold appears in two roles.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import warnings
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+__all__ = [
+    "KNOWN_PROTOCOLS",
+    "ROLES",
+    "SPLIT_COLUMNS",
+    "Protocol",
+    "SplitNote",
+    "describe_splits",
+    "make_splits",
+    "parse_protocol",
+    "read_splits",
+    "write_splits",
+]
+
+#: Spec forms :func:`parse_protocol` understands.
+KNOWN_PROTOCOLS = ("loso", "speaker-kfold:K", "random:A/B/C", "emobox:DIR")
+#: Roles of a row within one fold.
+ROLES = ("train", "valid", "test")
+#: Columns of a split table, in order.
+SPLIT_COLUMNS = ("path", "corpus", "speaker", "fold", "role", "protocol", "seed", "speaker_independent")
+
+#: Fewer distinct speakers than this and a corpus cannot be split by speaker.
+MIN_SPEAKERS = 3
+#: Folds of the utterance-level fallback under ``loso``.
+LOSO_FALLBACK_FOLDS = 5
+#: Random speaker subsets tried when choosing validation speakers.
+VALID_CANDIDATES = 64
+_FORMATS = (".parquet", ".csv", ".jsonl")
+
+
+class SplitNote(UserWarning):
+    """Something the caller should know about a split (fallback, skipped rows, ...)."""
+
+
+def _note(message: str) -> None:
+    warnings.warn(message, SplitNote, stacklevel=4)  # from most helpers: the caller of make_splits
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A parsed protocol spec; ``str(protocol)`` gives the canonical spec back.
+
+    >>> parse_protocol("speaker-kfold:5")
+    Protocol(name='speaker-kfold', k=5, percents=None, folder=None)
+    """
+
+    name: str
+    k: int | None = None
+    percents: tuple[float, float, float] | None = None
+    folder: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in {spec.split(":")[0] for spec in KNOWN_PROTOCOLS}:
+            raise ValueError(f"unknown protocol {self.name!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
+        if self.name == "speaker-kfold" and (self.k is None or self.k < 2):
+            raise ValueError(f"speaker-kfold needs K >= 2, got {self.k}")
+        if self.name == "random":
+            p = self.percents
+            if p is None or len(p) != 3 or p[0] <= 0 or p[1] < 0 or p[2] <= 0 or abs(sum(p) - 100) > 1e-6:
+                raise ValueError(f"random needs train/valid/test percentages summing to 100, got {p}")
+        if self.name == "emobox" and not self.folder:
+            raise ValueError("emobox needs a folder: emobox:DIR")
+
+    def __str__(self) -> str:
+        if self.name == "speaker-kfold":
+            return f"speaker-kfold:{self.k}"
+        if self.name == "random":
+            return "random:" + "/".join(f"{p:g}" for p in self.percents)
+        if self.name == "emobox":
+            return f"emobox:{self.folder}"
+        return self.name
+
+    @property
+    def default_seed(self) -> int:
+        """12345 for ``random`` (the seed of Wang et al. 2022), 0 otherwise."""
+        return 12345 if self.name == "random" else 0
+
+
+def parse_protocol(spec: str) -> Protocol:
+    """Parse a spec string; unknown names raise ValueError listing the known ones.
+
+    >>> str(parse_protocol("random"))
+    'random:70/10/20'
+    """
+    name, _, arg = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name == "loso":
+        if arg:
+            raise ValueError(f"loso takes no argument, got {spec!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
+        return Protocol("loso")
+    if name == "speaker-kfold":
+        if arg and not arg.strip().isdigit():
+            raise ValueError(f"speaker-kfold:K needs an integer K, got {arg!r}")
+        return Protocol("speaker-kfold", k=int(arg) if arg else 5)
+    if name == "random":
+        try:
+            parts = tuple(float(x) for x in (arg or "70/10/20").split("/"))
+        except ValueError:
+            raise ValueError(f"random:A/B/C needs three numbers, got {arg!r}") from None
+        return Protocol("random", percents=parts)  # type: ignore[arg-type]
+    if name == "emobox":
+        return Protocol("emobox", folder=arg.strip())
+    raise ValueError(f"unknown protocol {spec!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
+
+
+# --------------------------------------------------------------------------- make_splits
+
+# One fold of one corpus: its number, a role (or None: not in this fold) per row, and whether
+# the protocol meant it to be speaker independent.
+_Fold = tuple[int, np.ndarray, bool]
+
+
+def make_splits(
+    manifest: pd.DataFrame,
+    *,
+    protocol: str | Protocol,
+    seed: int | None = None,
+    valid_fraction: float = 0.15,
+    stratify_on: str = "label",
+) -> pd.DataFrame:
+    """Split every corpus of ``manifest`` into folds; one row per (utterance, fold).
+
+    Rows whose ``stratify_on`` value is missing or empty are left out (so unlabelled rows by
+    default). ``seed=None`` takes the protocol's default; ``valid_fraction`` is unused by
+    ``random`` (whose spec fixes the valid share). Notes arrive as :class:`SplitNote` warnings.
+
+    >>> make_splits(manifest, protocol="loso", seed=1)                       # doctest: +SKIP
+    >>> make_splits(manifest, protocol="random:70/10/20")                    # doctest: +SKIP
+    >>> make_splits(manifest, protocol="emobox:EmoBox/data", stratify_on="intensity")  # doctest: +SKIP
+    """
+    proto = parse_protocol(protocol) if isinstance(protocol, str) else protocol
+    seed = proto.default_seed if seed is None else int(seed)
+    if not 0 <= valid_fraction < 1:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    needed = {"path", "corpus", "speaker", stratify_on} | ({"reader"} if proto.name == "emobox" else set())
+    if missing := sorted(needed - set(manifest.columns)):
+        raise ValueError(f"manifest lacks column(s): {', '.join(missing)}")
+    if manifest["path"].duplicated().any():
+        raise ValueError("manifest paths are not unique")
+    if proto.name == "emobox" and not Path(proto.folder).is_dir():
+        raise FileNotFoundError(f"EmoBox folder not found: {proto.folder}")
+
+    table = _normalise(manifest, stratify_on)
+    blocks = []
+    for corpus, rows in table.groupby("corpus", sort=True):
+        rows = rows.sort_values("path").reset_index(drop=True)  # input order must not matter
+        eligible = rows[rows["_y"] != ""].reset_index(drop=True)
+        if proto.name == "emobox":
+            folds = _emobox_folds(rows, eligible, Path(proto.folder), seed, valid_fraction)
+        elif eligible.empty:
+            continue
+        elif proto.name == "random":
+            folds = _random_folds(eligible, proto.percents, seed)
+        else:
+            folds = _speaker_folds(eligible, proto, seed, valid_fraction)
+        # folds ascend and rows are sorted by path, so the blocks come in (corpus, fold, path) order
+        blocks += [_block(eligible, fold, roles, by_speaker) for fold, roles, by_speaker in folds]
+
+    splits = pd.concat(blocks, ignore_index=True) if blocks else _coerce(pd.DataFrame(columns=list(SPLIT_COLUMNS)))
+    splits["protocol"] = pd.Series([str(proto)] * len(splits), dtype=object)
+    splits["seed"] = np.full(len(splits), seed, dtype=np.int64)
+    return splits[list(SPLIT_COLUMNS)]
+
+
+def _normalise(manifest: pd.DataFrame, stratify_on: str) -> pd.DataFrame:
+    """Plain-object str columns (fast to index): missing speaker as "", stratification value as ``_y``."""
+
+    def text(column: str, strip: bool = True) -> pd.Series:
+        values = manifest[column].astype("string").fillna("")
+        return pd.Series((values.str.strip() if strip else values).to_numpy(dtype=object), dtype=object)
+
+    out = pd.DataFrame({"path": text("path", strip=False), "corpus": text("corpus", strip=False)})
+    for column in ("speaker", "reader"):
+        if column in manifest.columns:
+            out[column] = text(column)
+    out["_y"] = text(stratify_on)
+    return out
+
+
+def _block(rows: pd.DataFrame, fold: int, roles: np.ndarray, by_speaker: bool) -> pd.DataFrame:
+    """The output rows of one fold: those of ``rows`` with a role."""
+    keep = np.flatnonzero(pd.notna(roles))
+    speakers = rows["speaker"].to_numpy()[keep]
+    independent = by_speaker and _speaker_disjoint(speakers, roles[keep])
+    return pd.DataFrame({
+        "path": pd.Series(rows["path"].to_numpy()[keep], dtype=object),
+        "corpus": pd.Series(rows["corpus"].to_numpy()[keep], dtype=object),
+        "speaker": pd.Series(speakers, dtype=object),
+        "fold": np.full(len(keep), fold, dtype=np.int64),
+        "role": pd.Series(roles[keep], dtype=object),
+        "speaker_independent": np.full(len(keep), independent, dtype=bool),
+    })
+
+
+def _speaker_disjoint(speakers: np.ndarray, roles: np.ndarray) -> bool:
+    """True when every speaker is known and sits in one role only."""
+    if (speakers == "").any():
+        return False
+    return len(set(zip(speakers, roles))) == len(set(speakers))
+
+
+def _speaker_folds(rows: pd.DataFrame, proto: Protocol, seed: int, valid_fraction: float) -> list[_Fold]:
+    """``loso`` / ``speaker-kfold`` for one corpus, with the utterance-level fallback."""
+    corpus = rows["corpus"].iat[0]
+    speakers, y = rows["speaker"], rows["_y"]
+    names = sorted(set(speakers) - {""})
+    k = LOSO_FALLBACK_FOLDS if proto.name == "loso" else proto.k
+    unknown = int((speakers == "").sum())
+    if unknown or len(names) < MIN_SPEAKERS:
+        reason = f"{unknown} of {len(rows)} rows have no speaker id" if unknown else f"only {len(names)} speaker(s)"
+        _note(f"{corpus}: {reason}, so a speaker-independent split is impossible; "
+              f"using a stratified random utterance-level {k}-fold split (speaker_independent=False)")
+        return _utterance_folds(rows, k, seed, valid_fraction)
+
+    if proto.name == "loso":
+        tests = [np.flatnonzero(speakers == name) for name in names]
+    else:
+        if k > len(names):
+            _note(f"{corpus}: {proto} asks for {k} folds but there are only {len(names)} speakers; "
+                  f"using {len(names)} folds")
+            k = len(names)
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        strata = y if y.value_counts().max() >= k else np.zeros(len(rows))  # too few per class: groups only
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*least populated class", category=UserWarning)
+            tests = [test for _, test in splitter.split(np.zeros(len(rows)), strata, groups=speakers)]
+        if empty := sum(len(test) == 0 for test in tests):  # rare: the greedy fold filling can leave one empty
+            _note(f"{corpus}: {empty} of {k} speaker folds came out empty; dropped")
+            tests = [test for test in tests if len(test)]
+
+    folds = []
+    for fold, test in enumerate(tests, start=1):
+        roles = np.full(len(rows), "train", dtype=object)
+        roles[test] = "test"
+        _carve_valid(rows, roles, valid_fraction, seed=seed, fold=fold, by_speaker=True)
+        folds.append((fold, roles, True))
+    return folds
+
+
+def _utterance_folds(rows: pd.DataFrame, k: int, seed: int, valid_fraction: float) -> list[_Fold]:
+    """Stratified (when possible) utterance-level K-fold; valid carved from train by utterance."""
+    corpus, y = rows["corpus"].iat[0], rows["_y"]
+    k = min(k, len(rows))
+    if k < 2:
+        _note(f"{corpus}: {len(rows)} usable row(s), too few to split; skipped")
+        return []
+    stratify = y.value_counts().max() >= k
+    splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed)
+    folds = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*least populated class", category=UserWarning)
+        tests = [test for _, test in splitter.split(np.zeros(len(rows)), y)]
+    for fold, test in enumerate(tests, start=1):
+        roles = np.full(len(rows), "train", dtype=object)
+        roles[test] = "test"
+        _carve_valid(rows, roles, valid_fraction, seed=seed, fold=fold, by_speaker=False)
+        folds.append((fold, roles, False))
+    return folds
+
+
+def _random_folds(rows: pd.DataFrame, percents: tuple[float, float, float], seed: int) -> list[_Fold]:
+    """One stratified utterance split with train/valid/test shares ``percents``."""
+    n = len(rows)
+    if n < 2:
+        _note(f"{rows['corpus'].iat[0]}: {n} usable row(s), too few to split; skipped")
+        return []
+    n_test = min(n - 1, max(1, round(n * percents[2] / 100)))
+    n_valid = min(n - n_test - 1, round(n * percents[1] / 100))
+    roles = np.full(n, "train", dtype=object)
+    rest, test = _split_off(np.arange(n), rows["_y"].to_numpy(), n_test, seed)
+    roles[test] = "test"
+    _, valid = _split_off(rest, rows["_y"].to_numpy()[rest], n_valid, seed)
+    roles[valid] = "valid"
+    return [(1, roles, False)]
+
+
+def _split_off(positions: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``train_test_split`` of ``positions`` taking ``n_out`` of them, stratified when feasible."""
+    if n_out <= 0 or len(positions) < 2:
+        return positions, positions[:0]
+    counts = Counter(y)
+    feasible = min(counts.values()) >= 2 and len(counts) <= min(n_out, len(positions) - n_out)
+    keep, out = train_test_split(positions, test_size=n_out, random_state=seed, stratify=y if feasible else None)
+    return np.sort(keep), np.sort(out)
+
+
+def _carve_valid(
+    rows: pd.DataFrame, roles: np.ndarray, fraction: float, *, seed: int, fold: int, by_speaker: bool
+) -> None:
+    """Turn some ``train`` roles into ``valid`` in place: whole speakers, or utterances."""
+    pool = np.flatnonzero(roles == "train")
+    if fraction <= 0 or len(pool) < 2:
+        return
+    corpus = rows["corpus"].iat[0]
+    rng = np.random.default_rng([seed, zlib.crc32(corpus.encode()), fold])
+    if by_speaker:
+        speakers = rows["speaker"].to_numpy()[pool]
+        chosen = _valid_speakers(speakers, rows["_y"].to_numpy()[pool], fraction, rng)
+        if not chosen:
+            _note(f"{corpus}: fold {fold} has a single training speaker, so no validation set")
+        roles[pool[np.isin(speakers, chosen)]] = "valid"
+    else:
+        n_valid = min(len(pool) - 1, max(1, round(fraction * len(pool))))
+        _, valid = _split_off(pool, rows["_y"].to_numpy()[pool], n_valid, int(rng.integers(2**31)))
+        roles[valid] = "valid"
+
+
+def _valid_speakers(speakers: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator) -> list[str]:
+    """About ``fraction`` of the speakers (at least one, never all), chosen among seeded random
+    candidate subsets as the one whose class mix is closest (total variation) to the rest's."""
+    speaker_codes, names = pd.factorize(speakers, sort=True)
+    if len(names) < 2:
+        return []
+    n = min(len(names) - 1, max(1, round(fraction * len(names))))
+    class_codes, classes = pd.factorize(y)
+    counts = np.zeros((len(names), len(classes)))  # speakers x classes
+    np.add.at(counts, (speaker_codes, class_codes), 1)
+    total = counts.sum(axis=0)
+
+    if math.comb(len(names), n) <= VALID_CANDIDATES:
+        candidates = list(itertools.combinations(range(len(names)), n))
+        candidates = [candidates[i] for i in rng.permutation(len(candidates))]  # seed breaks ties
+    else:
+        candidates = [tuple(rng.choice(len(names), size=n, replace=False)) for _ in range(VALID_CANDIDATES)]
+
+    def distance(subset: tuple[int, ...]) -> float:
+        valid = counts[list(subset)].sum(axis=0)
+        train = total - valid
+        return 0.5 * float(np.abs(valid / valid.sum() - train / train.sum()).sum())
+
+    return [names[i] for i in min(candidates, key=distance)]
+
+
+# --------------------------------------------------------------------------- EmoBox
+
+
+def _emobox_folds(
+    rows: pd.DataFrame, eligible: pd.DataFrame, folder: Path, seed: int, valid_fraction: float
+) -> list[_Fold]:
+    """EmoBox folds for one corpus: ``rows`` (all of the corpus) for matching, ``eligible`` to split."""
+    corpus = rows["corpus"].iat[0]
+    readers = sorted(set(rows["reader"]) - {""})
+    if len(readers) != 1:
+        _note(f"{corpus}: needs exactly one reader name for EmoBox, found {readers or 'none'}; skipped")
+        return []
+    reader = readers[0]
+    if not (folder / reader).is_dir():
+        _note(f"{corpus}: EmoBox has no folder {folder / reader}; {len(rows)} rows skipped")
+        return []
+
+    listed: dict[int, dict[str, list[str]]] = {}
+    for fold_dir in sorted((folder / reader).glob("fold_*")):
+        if not re.fullmatch(r"fold_\d+", fold_dir.name):
+            continue
+        k = int(fold_dir.name.removeprefix("fold_"))
+        files = {role: fold_dir / f"{reader}_{role}_fold_{k}.jsonl" for role in ("train", "test")}
+        if missing := [str(f) for f in files.values() if not f.is_file()]:
+            _note(f"{corpus}: EmoBox fold {k} lacks {', '.join(missing)}; fold skipped")
+            continue
+        listed[k] = {role: _read_emobox_wavs(f) for role, f in files.items()}
+    if not listed:
+        _note(f"{corpus}: no usable EmoBox folds under {folder / reader}; skipped")
+        return []
+
+    wavs = sorted({w for fold in listed.values() for ws in fold.values() for w in ws})
+    match = _match_suffixes(wavs, list(rows["path"]))
+    position = {path: i for i, path in enumerate(eligible["path"])}
+    unmatched = len(wavs) - len(match)
+    unlabelled = sum(path not in position for path in match.values())
+    if unmatched or unlabelled:
+        _note(f"{corpus}: of {len(wavs)} EmoBox entries of {reader}, {unmatched} match no manifest row"
+              + (f" and {unlabelled} match rows without a usable label" if unlabelled else ""))
+
+    folds = []
+    for k in sorted(listed):
+        roles = np.full(len(eligible), None, dtype=object)
+        for role in ("train", "test"):  # test last: it wins should a file be listed in both
+            hits = [position[match[w]] for w in listed[k][role] if w in match and match[w] in position]
+            roles[hits] = role
+        in_fold = pd.notna(roles)
+        if not in_fold.any():
+            continue
+        # by speaker only when train and test already share no speaker (and all ids are known)
+        by_speaker = _speaker_disjoint(eligible["speaker"].to_numpy()[in_fold], roles[in_fold])
+        _carve_valid(eligible, roles, valid_fraction, seed=seed, fold=k, by_speaker=by_speaker)
+        folds.append((k, roles, True))
+    return folds
+
+
+def _read_emobox_wavs(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line)["wav"] for line in f if line.strip()]
+
+
+def _suffix_parts(path: str) -> tuple[str, ...]:
+    """Lower-cased path components, extension dropped from the last: 'a/B/239.wav' -> ('a','b','239').
+
+    Case is ignored: copies of a corpus made on case-insensitive file systems differ in case
+    (EmoBox lists CASIA's ``zhaozuoxiang``, the public copy has ``ZhaoZuoxiang``).
+    """
+    parts = [p for p in path.replace("\\", "/").lower().split("/") if p]
+    return (*parts[:-1], os.path.splitext(parts[-1])[0]) if parts else ()
+
+
+def _match_suffixes(wavs: list[str], paths: list[str]) -> dict[str, str]:
+    """Map EmoBox wavs to manifest paths on the shortest extension-less path suffix (stem,
+    parent/stem, ...) that is unique among the wavs *and* among the paths (case-insensitive).
+
+    >>> _match_suffixes(["x/a/1.wav", "x/b/1.wav"], ["/d/a/1.flac", "/d/b/1.flac"])
+    {'x/a/1.wav': '/d/a/1.flac', 'x/b/1.wav': '/d/b/1.flac'}
+    """
+    wav_parts = {w: _suffix_parts(w) for w in wavs}
+    path_parts = {p: _suffix_parts(p) for p in paths}
+    matches: dict[str, str] = {}
+    open_wavs = sorted(wav_parts)
+    depth = 1
+    while open_wavs:
+        wav_keys = Counter(parts[-depth:] for parts in wav_parts.values())
+        by_key = defaultdict(list)
+        for path, parts in path_parts.items():
+            by_key[parts[-depth:]].append(path)
+        still_open = []
+        for wav in open_wavs:
+            key = wav_parts[wav][-depth:]
+            hits = by_key.get(key, [])
+            if len(hits) == 1 and wav_keys[key] == 1:
+                matches[wav] = hits[0]
+            elif hits and depth < len(wav_parts[wav]):
+                still_open.append(wav)  # ambiguous on this side or that: look one folder up
+        open_wavs = still_open
+        depth += 1
+    return matches
+
+
+# --------------------------------------------------------------------------- describe / IO
+
+
+def describe_splits(splits: pd.DataFrame) -> pd.DataFrame:
+    """Per corpus and fold: rows and distinct speakers in each role, and speaker independence.
+
+    >>> describe_splits(make_splits(manifest, protocol="loso"))              # doctest: +SKIP
+    """
+    records = []
+    for (corpus, fold), rows in splits.groupby(["corpus", "fold"], sort=True):
+        record = {"corpus": corpus, "fold": int(fold)}
+        for role in ROLES:
+            record[f"n_{role}"] = int((rows["role"] == role).sum())
+        for role in ROLES:
+            speakers = rows.loc[rows["role"] == role, "speaker"]
+            record[f"speakers_{role}"] = int(speakers[speakers != ""].nunique())
+        record["speaker_independent"] = bool(rows["speaker_independent"].all())
+        records.append(record)
+    columns = ["corpus", "fold", *(f"n_{r}" for r in ROLES), *(f"speakers_{r}" for r in ROLES), "speaker_independent"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _format(path: Path) -> str:
+    if path.suffix.lower() not in _FORMATS:
+        raise ValueError(f"unknown split file format {path.suffix!r} ({path}); use one of {', '.join(_FORMATS)}")
+    return path.suffix.lower()
+
+
+def write_splits(splits: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a split table as .parquet, .csv or .jsonl (by extension); returns the path.
+
+    >>> write_splits(splits, "splits/loso.parquet")                          # doctest: +SKIP
+    """
+    path = Path(path)
+    fmt = _format(path)
+    splits = _coerce(splits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == ".parquet":
+        splits.to_parquet(path, index=False)
+    elif fmt == ".csv":
+        splits.to_csv(path, index=False)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            for record in splits.astype(object).to_dict(orient="records"):
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_splits(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a split table written by :func:`write_splits`.
+
+    >>> splits = read_splits("splits/loso.parquet")                          # doctest: +SKIP
+    """
+    path = Path(path)
+    fmt = _format(path)
+    if fmt == ".parquet":
+        splits = pd.read_parquet(path)
+    elif fmt == ".csv":
+        splits = pd.read_csv(path, dtype=str, keep_default_na=False)
+    else:
+        with open(path, encoding="utf-8") as f:
+            splits = pd.DataFrame.from_records([json.loads(line) for line in f if line.strip()],
+                                               columns=list(SPLIT_COLUMNS))
+    return _coerce(splits)
+
+
+def _coerce(splits: pd.DataFrame) -> pd.DataFrame:
+    """Columns in :data:`SPLIT_COLUMNS` order with their dtypes (str, int64, bool)."""
+    if missing := [c for c in SPLIT_COLUMNS if c not in splits.columns]:
+        raise ValueError(f"not a split table, missing column(s): {', '.join(missing)}")
+    out = splits[list(SPLIT_COLUMNS)].copy()
+    for column in ("path", "corpus", "speaker", "role", "protocol"):
+        out[column] = out[column].fillna("").astype(str).astype(object)
+    for column in ("fold", "seed"):
+        out[column] = out[column].astype("int64")
+    flag = out["speaker_independent"]
+    if flag.dtype != bool:
+        flag = flag.map(lambda v: str(v).strip().lower() in {"true", "1"})
+    out["speaker_independent"] = flag.astype(bool)
+    return out.reset_index(drop=True)
