@@ -1,0 +1,166 @@
+"""The ``emolingua`` command line: one group per concept.
+
+    emolingua corpora scan ../shared/corpora --output manifest.parquet
+    emolingua splits make manifest.parquet --protocol loso --output splits.parquet
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from emolingua import __version__
+
+app = typer.Typer(help="Speech emotion recognition in many languages.", no_args_is_help=True, add_completion=False)
+corpora_app = typer.Typer(help="Find corpora, list their utterances, show the emotion taxonomy.", no_args_is_help=True)
+splits_app = typer.Typer(help="Make train / valid / test splits under honest protocols.", no_args_is_help=True)
+app.add_typer(corpora_app, name="corpora")
+app.add_typer(splits_app, name="splits")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"emolingua {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """emolingua: speech emotion recognition for low-resource languages."""
+
+
+# ----------------------------------------------------------------------------- corpora
+@corpora_app.command("list")
+def corpora_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Print the supported corpora with language and classes."""
+    from emolingua.corpora import readers
+
+    rows = [cls().describe() for cls in readers().values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("corpus", "language", "classes", title="Supported corpora")
+    for r in rows:
+        table.add_row(str(r["name"]), f"{r['language']} ({r['language_name']})", ", ".join(r["classes"]) or "-")  # type: ignore[arg-type]
+    console.print(table)
+
+
+@corpora_app.command("scan")
+def corpora_scan(
+    root: Annotated[Path, typer.Argument(help="Folder to search for corpora (at it or below it).")],
+    corpus: Annotated[Optional[list[str]], typer.Option("--corpus", "-c", help="Only this corpus (repeatable).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Manifest: .parquet, .csv or .jsonl.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the per-corpus summary as JSON.")] = False,
+    ratings: Annotated[
+        Optional[Path], typer.Option(help="CSV/Parquet with path, arousal, valence (0..1) overriding the priors.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Threads reading audio headers.")] = 8,
+) -> None:
+    """Find every supported corpus at ROOT or below it and write one manifest."""
+    from emolingua.corpora import scan_corpora, write_manifest
+
+    if not root.is_dir():
+        err_console.print(f"[red]error:[/] {root}: not a folder")
+        raise typer.Exit(2)
+    try:
+        result = scan_corpora(root=root, corpora=corpus, ratings=ratings, workers=workers)
+    except KeyError as exc:
+        err_console.print(f"[red]error:[/] {exc.args[0]}")
+        raise typer.Exit(2) from None
+    if output is not None and result.corpora:
+        write_manifest(result.manifest, output)
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        table = Table()
+        table.add_column("corpus", no_wrap=True, min_width=max([6] + [len(c.name) for c in result.corpora]))
+        for col in ("lang", "files", "spk", "min", "cls", "per cls", "err"):
+            table.add_column(col)
+        for c in result.corpora:
+            counts = list(c.labels.values())
+            per_class = f"{min(counts)}-{max(counts)}" if counts else "-"
+            table.add_row(c.name, c.language, str(c.files), str(c.speakers), f"{c.minutes:.1f}", str(len(counts)),
+                          per_class, str(len(c.errors)))  # fmt: skip
+        if result.corpora:
+            console.print(table)
+        for c in result.corpora:
+            for e in c.errors:
+                err_console.print(f"[yellow]skipped[/] {e.path}: {e.reason}")
+        if output is not None and result.corpora:
+            console.print(f"manifest: {output} ({len(result.manifest)} utterances)")
+    if not result.corpora:
+        err_console.print(f"[red]no supported corpus found in {root}[/]")
+        raise typer.Exit(2)
+
+
+@corpora_app.command("taxonomy")
+def corpora_taxonomy(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show the canonical labels with their activation / valence priors and sources."""
+    from emolingua.taxonomy import taxonomy_table
+
+    df = taxonomy_table()
+    if as_json:
+        typer.echo(df.to_json(orient="records", indent=2))
+        return
+    table = Table(*df.columns, title="Canonical emotion labels (0..1 scale)")
+    for rec in df.itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in rec])
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------ splits
+@splits_app.command("make")
+def splits_make(
+    manifest: Annotated[Path, typer.Argument(help="Manifest written by `corpora scan`.")],
+    protocol: Annotated[str, typer.Option(help="loso | speaker-kfold:K | random:70/10/20 | emobox:DIR")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Split file: .parquet, .csv or .jsonl.")],
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the protocol's own).")] = None,
+    stratify_on: Annotated[str, typer.Option(help="Column to stratify classes on.")] = "label",
+) -> None:
+    """Write every utterance's role (train / valid / test) in every fold."""
+    from emolingua.corpora import read_manifest
+    from emolingua.protocols import describe_splits, make_splits, write_splits
+
+    try:
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always")
+            df = make_splits(read_manifest(manifest), protocol=protocol, seed=seed, stratify_on=stratify_on)
+        for note in notes:
+            err_console.print(f"[yellow]note:[/] {note.message}")
+    except (ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    write_splits(df, output)
+    summary = describe_splits(df)
+    table = Table(title=f"{protocol} -> {output}")
+    table.add_column("corpus", no_wrap=True)
+    for col in ("fold", "train", "valid", "test", "speakers tr/va/te", "SI"):
+        table.add_column(col)
+    for r in summary.to_dict("records"):
+        speakers = f"{r['speakers_train']}/{r['speakers_valid']}/{r['speakers_test']}"
+        table.add_row(str(r["corpus"]), str(r["fold"]), str(r["n_train"]), str(r["n_valid"]), str(r["n_test"]),
+                      speakers, "SI" if r["speaker_independent"] else "SD")  # fmt: skip
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
