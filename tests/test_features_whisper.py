@@ -1,0 +1,152 @@
+"""The Whisper extractors: a tiny random ``WhisperModel`` in a tmp folder, and the real offline whisper-base."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from emolingua.features import get_extractor  # noqa: E402
+from emolingua.features.whisper import WINDOW_SAMPLES, WhisperExtractor, log_mel  # noqa: E402
+
+SR = 16000
+D_MODEL = 64
+LAYERS = 2
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    """Folder of a tiny random Whisper (80 mels, 1500 positions) with its feature extractor."""
+    cfg = transformers.WhisperConfig(
+        d_model=D_MODEL, encoder_layers=LAYERS, encoder_attention_heads=2, encoder_ffn_dim=128,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=128, num_mel_bins=80,
+        max_source_positions=1500, max_target_positions=32, vocab_size=100, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, decoder_start_token_id=1, begin_suppress_tokens=None, suppress_tokens=None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-whisper")
+    transformers.WhisperModel(cfg).save_pretrained(folder)
+    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return str(folder)
+
+
+def _clip(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * SR))
+    t = np.arange(n) / SR
+    return (0.3 * np.sin(2 * np.pi * (180 + 50 * seed) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+#: different lengths, odd and even numbers of mel frames
+CLIPS = [_clip(s, i) for i, s in enumerate([1.3, 0.5, 2.07, 0.91])]
+
+
+def _pool(states, n: int) -> np.ndarray:
+    return np.stack([np.concatenate([s[0, :n].double().mean(0), s[0, :n].double().std(0, unbiased=False)])
+                     for s in states])  # fmt: skip
+
+
+def test_padded_matches_transformers(tiny):
+    ex = get_extractor(f"whisper:{tiny}", input="padded", precision="fp32")
+    assert isinstance(ex, WhisperExtractor)
+    assert ex.streams == [f"layer{i}" for i in range(LAYERS + 1)]
+    fe = transformers.WhisperFeatureExtractor.from_pretrained(tiny)
+    encoder = transformers.WhisperModel.from_pretrained(tiny).eval().get_encoder()
+    got = ex.extract(CLIPS[:2])
+    for clip, feats in zip(CLIPS[:2], got):
+        features = fe(clip, sampling_rate=SR, return_tensors="pt").input_features
+        with torch.no_grad():
+            states = encoder(features, output_hidden_states=True).hidden_states
+        assert len(states) == LAYERS + 1
+        want = _pool(states, (len(clip) // 160 + 1) // 2)
+        assert feats.pooled.shape == (LAYERS + 1, 2 * D_MODEL)
+        np.testing.assert_allclose(feats.pooled, want, atol=1e-4)
+
+
+def test_log_mel_matches_feature_extractor(tiny):
+    fe = transformers.WhisperFeatureExtractor.from_pretrained(tiny)
+    filters = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32))
+    for clip in CLIPS[:2]:
+        want = fe(clip, sampling_rate=SR, return_tensors="np").input_features[0]
+        got = log_mel(clip, filters, pad_to=WINDOW_SAMPLES).numpy()
+        assert got.shape == want.shape == (80, 3000)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_fitted_batched_equals_single(tiny):
+    ex = get_extractor(f"whisper:{tiny}", input="fitted", precision="fp32")
+    batched = ex.extract(CLIPS)
+    for clip, b in zip(CLIPS, batched):
+        assert b.pooled.shape == (LAYERS + 1, 2 * D_MODEL) and np.isfinite(b.pooled).all()
+        np.testing.assert_allclose(b.pooled, ex.extract([clip])[0].pooled, atol=1e-5)
+
+
+def test_int8_batched_equals_single_exactly(tiny):
+    ex = get_extractor(f"whisper:{tiny}", input="fitted", precision="int8")
+    batched = ex.extract(CLIPS)
+    fp32 = get_extractor(f"whisper:{tiny}", input="fitted", precision="fp32").extract(CLIPS)
+    for clip, b, f in zip(CLIPS, batched, fp32):
+        np.testing.assert_array_equal(b.pooled, ex.extract([clip])[0].pooled)
+        assert np.abs(b.pooled - f.pooled).max() < 0.1 * np.abs(f.pooled).max()
+
+
+def test_long_clip_is_windowed(tiny):
+    clip = _clip(65.0, 5)
+    ex = get_extractor(f"whisper:{tiny}", input="fitted", precision="fp32", frame_layers=(LAYERS,))
+    feats = ex.extract([clip])[0]
+    assert feats.pooled.shape == (LAYERS + 1, 2 * D_MODEL)
+    assert np.isfinite(feats.pooled).all()
+    # windows of 30 + 30 + 5 s: 1500 + 1500 + 250 encoder frames, nothing dropped
+    assert feats.frames[f"layer{LAYERS}"].shape == (1500 + 1500 + 250, D_MODEL)
+    padded = get_extractor(f"whisper:{tiny}", input="padded", precision="int8").extract([clip])[0]
+    assert padded.pooled.shape == (LAYERS + 1, 2 * D_MODEL) and np.isfinite(padded.pooled).all()
+
+
+def test_frames_and_stride(tiny):
+    clip = CLIPS[2]
+    n = (len(clip) // 160 + 1) // 2
+    ex = get_extractor(f"whisper:{tiny}", input="fitted", precision="fp32", frame_layers=(0, LAYERS), frame_stride=4)
+    feats = ex.extract([clip])[0]
+    assert set(feats.frames) == {"layer0", f"layer{LAYERS}"}
+    for frames in feats.frames.values():
+        assert frames.dtype == np.float16 and frames.shape == (len(range(0, n, 4)), D_MODEL)
+    full = get_extractor(f"whisper:{tiny}", input="fitted", precision="fp32", frame_layers=(1,)).extract([clip])[0]
+    assert full.frames["layer1"].shape == (n, D_MODEL)
+    np.testing.assert_allclose(full.frames["layer1"].astype(np.float64).mean(0), full.pooled[1, :D_MODEL], atol=2e-2)
+    np.testing.assert_array_equal(full.pooled, feats.pooled)
+
+
+def test_fitted_tiny_trailing_window(tiny):
+    """A clip 100 samples longer than 30 s leaves a 100-sample last window; it must not crash."""
+    clip = _clip(30.0, 9)
+    clip = np.concatenate([clip, clip[:100]])
+    feats = get_extractor(f"whisper:{tiny}", input="fitted", precision="fp32").extract([clip])[0]
+    assert np.isfinite(feats.pooled).all()
+
+
+def test_options_and_fingerprint(tiny):
+    spec = f"whisper:{tiny}"
+    base = get_extractor(spec).fingerprint()
+    assert get_extractor(spec, threads=1, batch_frames=100).fingerprint() == base
+    assert get_extractor(spec, input="padded").fingerprint() != base
+    assert get_extractor(spec, precision="fp32").fingerprint() != base
+    with pytest.raises(TypeError):
+        get_extractor(spec, no_such_option=True)
+    with pytest.raises(ValueError):
+        get_extractor(spec, input="cropped")
+    with pytest.raises(ValueError):
+        get_extractor("whisper")
+
+
+def test_whisper_base_offline():
+    """The real multilingual base model, converted from the PyPI CTranslate2 copy (cached per session)."""
+    ex = get_extractor("whisper-base", input="fitted", precision="fp32")
+    clips = [_clip(1.0, 1), _clip(2.3, 2), _clip(0.6, 3)]
+    batched = ex.extract(clips)
+    assert ex.streams == [f"layer{i}" for i in range(7)]
+    for clip, b in zip(clips, batched):
+        assert b.pooled.shape == (7, 1024) and np.isfinite(b.pooled).all()
+        np.testing.assert_allclose(b.pooled, ex.extract([clip])[0].pooled, rtol=1e-5, atol=1e-4)
+    assert "weights_sha256" in ex.model_identity()
