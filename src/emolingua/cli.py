@@ -21,8 +21,12 @@ from emolingua import __version__
 app = typer.Typer(help="Speech emotion recognition in many languages.", no_args_is_help=True, add_completion=False)
 corpora_app = typer.Typer(help="Find corpora, list their utterances, show the emotion taxonomy.", no_args_is_help=True)
 splits_app = typer.Typer(help="Make train / valid / test splits under honest protocols.", no_args_is_help=True)
+features_app = typer.Typer(help="Extract features into a crash-safe store; list what a store holds.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure speed: audio-seconds per wall-second and peak memory.", no_args_is_help=True)
 app.add_typer(corpora_app, name="corpora")
 app.add_typer(splits_app, name="splits")
+app.add_typer(features_app, name="features")
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -154,6 +158,130 @@ def splits_make(
         speakers = f"{r['speakers_train']}/{r['speakers_valid']}/{r['speakers_test']}"
         table.add_row(str(r["corpus"]), str(r["fold"]), str(r["n_train"]), str(r["n_valid"]), str(r["n_test"]),
                       speakers, "SI" if r["speaker_independent"] else "SD")  # fmt: skip
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- features
+def _parse_options(pairs: list[str] | None) -> dict[str, object]:
+    """``key=value`` pairs; values are read as JSON when they parse (numbers, lists), else as text."""
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"option {pair!r} is not key=value")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+OptionArg = Annotated[
+    Optional[list[str]],
+    typer.Option("--option", "-O", help="Extractor option key=value (repeatable), e.g. -O input=padded -O precision=fp32."),
+]
+
+
+@features_app.command("extract")
+def features_extract(
+    manifest: Annotated[Path, typer.Argument(help="Manifest written by `corpora scan`.")],
+    extractor: Annotated[str, typer.Option("--extractor", "-e", help="Extractor name (see `features list`).")] = "whisper-base",
+    store: Annotated[Optional[Path], typer.Option(help="Feature store folder (default: $EMOLINGUA_CACHE/features).")] = None,
+    option: OptionArg = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes, each with its own model copy.")] = 1,
+    batch_seconds: Annotated[float, typer.Option(help="Audio seconds per stored batch.")] = 120.0,
+) -> None:
+    """Fill the store with features of every file in MANIFEST; a rerun resumes."""
+    from emolingua.corpora import read_manifest
+    from emolingua.features import get_extractor
+    from emolingua.features.extract import default_store_dir, extract_to_store
+    from emolingua.features.store import FeatureStore
+
+    options = _parse_options(option)
+    if threads is not None:
+        options["threads"] = threads
+    try:
+        ex = get_extractor(extractor, **options)
+    except (KeyError, TypeError, ValueError) as exc:
+        err_console.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}")
+        raise typer.Exit(2) from None
+    if ex.licence_note:
+        err_console.print(f"[yellow]licence:[/] {ex.licence_note}")
+    df = read_manifest(manifest)
+    feature_store = FeatureStore(root=store or default_store_dir())
+    summary = extract_to_store(paths=df["path"].tolist(), extractor=ex, store=feature_store,
+                               durations=df["duration"].tolist() if "duration" in df else None,
+                               batch_seconds=batch_seconds, workers=workers)  # fmt: skip
+    for path, reason in summary.failures:
+        err_console.print(f"[yellow]failed[/] {path}: {reason}")
+    console.print(
+        f"{ex.spec}: done {summary.done}, skipped {summary.skipped}, failed {summary.failed}, "
+        f"{summary.seconds:.1f} s for {summary.audio_seconds:.0f} s of audio "
+        f"({summary.realtime_factor:.0f}x real time), disk {summary.disk_bytes / 1e6:.1f} MB "
+        f"in {feature_store.folder(ex)}"
+    )
+
+
+@features_app.command("list")
+def features_list(
+    store: Annotated[Optional[Path], typer.Option(help="Feature store folder (default: $EMOLINGUA_CACHE/features).")] = None,
+) -> None:
+    """Show the extractors, and what the store holds."""
+    from emolingua.features import extractor_names
+    from emolingua.features.extract import default_store_dir
+    from emolingua.features.store import FeatureStore
+
+    console.print("extractors: " + ", ".join(extractor_names()))
+    feature_store = FeatureStore(root=store or default_store_dir())
+    infos = feature_store.info()
+    if not infos:
+        console.print(f"store {feature_store.root}: empty")
+        return
+    table = Table(title=f"store {feature_store.root}")
+    for col in ("fingerprint", "extractor", "options", "entries", "failed", "MB"):
+        table.add_column(col)
+    for i in infos:
+        opts = ", ".join(f"{k}={v}" for k, v in i.options.items())
+        table.add_row(i.fingerprint, i.extractor, opts, str(i.entries), str(i.failures), f"{i.bytes / 1e6:.1f}")
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------- bench
+@bench_app.command("features")
+def bench_features_cmd(
+    manifest: Annotated[Optional[Path], typer.Option(help="Time on these files (default: generated audio).")] = None,
+    extractor: Annotated[Optional[list[str]], typer.Option("--extractor", "-e", help="Extractor (repeatable).")] = None,
+    option: OptionArg = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many files (random sample, seed 0).")] = None,
+    reference_limit: Annotated[int, typer.Option(help="Files for the slow reference (sample of the same manifest).")] = 100,
+    generated: Annotated[int, typer.Option(help="Generated clips when no manifest is given.")] = 40,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Time extractors side by side with the transformers reference, in one run."""
+    from emolingua.corpora import read_manifest
+    from emolingua.features.bench import bench_features, rows_to_dicts
+
+    paths = ref_paths = None
+    if manifest is not None:
+        df = read_manifest(manifest)
+        if limit is not None and limit < len(df):
+            df = df.sample(limit, random_state=0)
+        paths = df["path"].tolist()
+        ref_paths = df.sample(min(reference_limit, len(df)), random_state=0)["path"].tolist()
+    options = _parse_options(option)
+    specs = [(name, options) for name in (extractor or ["whisper-base"])]
+    rows = bench_features(extractors=specs, paths=paths, reference_paths=ref_paths, generated=generated, threads=threads)
+    if as_json:
+        typer.echo(json.dumps(rows_to_dicts(rows), indent=2))
+        return
+    table = Table(title="feature extraction speed")
+    for col in ("extractor", "options", "clips", "audio s", "wall s", "x real time", "load s", "peak MB"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.extractor, r.options, str(r.clips), f"{r.audio_seconds:.0f}", f"{r.wall_seconds:.1f}",
+                      f"{r.realtime:.1f}", f"{r.load_seconds:.1f}", f"{r.peak_rss_mb:.0f}")  # fmt: skip
     console.print(table)
 
 
