@@ -18,6 +18,7 @@ from emolingua.features.store import FeatureStore, content_key
 
 FAKE = '''
 import time
+from dataclasses import dataclass
 import numpy as np
 from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features
 
