@@ -148,5 +148,5 @@ def test_whisper_base_offline():
     assert ex.streams == [f"layer{i}" for i in range(7)]
     for clip, b in zip(clips, batched):
         assert b.pooled.shape == (7, 1024) and np.isfinite(b.pooled).all()
-        np.testing.assert_allclose(b.pooled, ex.extract([clip])[0].pooled, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(b.pooled, ex.extract([clip])[0].pooled, rtol=5e-5, atol=1e-4)
     assert "weights_sha256" in ex.model_identity()

@@ -39,6 +39,9 @@ __all__ = ["WhisperBase", "WhisperConfig", "WhisperExtractor", "log_mel"]
 HOP = 160
 N_FFT = 400
 WINDOW_SAMPLES = 30 * 16000
+BUCKET = 64  # mel frames (0.64 s)
+#: Bump when the encoder code changes the numbers it writes (re-keys stored features).
+IMPL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class WhisperExtractor(FeatureExtractor):
         self._filters: torch.Tensor | None = None
 
     # -- loading ------------------------------------------------------------------------------
+    def model_identity(self) -> dict[str, Any]:
+        return {"impl": IMPL_VERSION}
+
     def model_dir(self) -> str:
         assert self.argument is not None
         return self.argument
@@ -134,8 +140,11 @@ class WhisperExtractor(FeatureExtractor):
         """Hidden states of each mel (n_mels, T): per clip a list of (frames, d) tensors."""
         enc = self._load()
         lengths = [m.shape[1] for m in mels]
-        t_max = max(lengths)
-        t_max += t_max % 2
+        # Pad to a multiple of BUCKET frames: every new input shape costs the CPU kernels a
+        # one-off set-up, so a few dozen shapes instead of one per clip length. Padding is
+        # masked everywhere, so the valid frames do not depend on it (fp32, exactly).
+        limit = 2 * enc.embed_positions.weight.shape[0]
+        t_max = min(-(-max(lengths) // BUCKET) * BUCKET, limit)
         batch = torch.zeros(len(mels), mels[0].shape[0], t_max)
         for i, m in enumerate(mels):
             batch[i, :, : m.shape[1]] = m
@@ -144,12 +153,13 @@ class WhisperExtractor(FeatureExtractor):
         x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
         n_out = [(n + 1) // 2 for n in lengths]
         t_out = x.shape[1]
-        x = x + enc.embed_positions.weight[:t_out]
         valid = torch.arange(t_out)[None, :] < torch.tensor(n_out)[:, None]
         attn_mask = valid[:, None, None, :]
+        keep = valid[:, :, None].to(x.dtype)
+        x = (x + enc.embed_positions.weight[:t_out]) * keep
         states = [x]
         for i, layer in enumerate(enc.layers):
-            x = _layer_forward(layer, x, attn_mask)
+            x = _layer_forward(layer, x, attn_mask) * keep  # padded rows stay zero (int8 scales)
             states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
         return [[s[b, : n_out[b]] for s in states] for b in range(len(mels))]
 
@@ -235,4 +245,4 @@ class WhisperBase(WhisperExtractor):
     def model_identity(self) -> dict[str, Any]:
         from emolingua.features.whisper_convert import EXPECTED_SHA256
 
-        return {"weights_sha256": EXPECTED_SHA256}
+        return {**super().model_identity(), "weights_sha256": EXPECTED_SHA256}
