@@ -1,0 +1,277 @@
+"""Models: the shared interface, feature views, normalisation, selection on valid, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emolingua.metrics import ccc, unweighted_accuracy
+from emolingua.models import (
+    Dataset,
+    FeatureView,
+    LayerWeights,
+    Model,
+    Normaliser,
+    get_model,
+    model_names,
+)
+
+CLASSES = np.array(["ang", "hap", "sad"])
+S, D = 3, 8  # streams x (mean 4 + std 4); only stream 1 carries the class
+CENTRES = np.random.default_rng(1234).normal(size=(3, D)) * 2.0
+FAST = {"mlp": {"max_epochs": 30, "patience": 5, "threads": 1},
+        "layer-weights": {"max_epochs": 40, "patience": 8, "threads": 1}}  # fmt: skip
+CLASSIFIERS = ["logreg", "linear-svm", "mlp", "layer-weights"]
+
+
+def blobs(n_per_class: int, *, seed: int, corpora=("c1", "c2"), languages=("en", "de"), offsets=None,
+          speakers: int = 3, speaker_shift: float = 0.0, prefix: str = "") -> Dataset:  # fmt: skip
+    """Gaussian blobs; each corpus gets every class equally, each speaker too; optional offsets."""
+    rng = np.random.default_rng(seed)
+    X, y, corpus, language, speaker = [], [], [], [], []
+    for c, lang in zip(corpora, languages):
+        for k in range(3):
+            x = rng.normal(size=(n_per_class, S, D))
+            x[:, 1] += CENTRES[k]
+            x += (offsets or {}).get(c, 0.0)
+            spk = np.arange(n_per_class) % speakers
+            X.append(x)
+            y += [CLASSES[k]] * n_per_class
+            corpus += [c] * n_per_class
+            language += [lang] * n_per_class
+            speaker += [f"{prefix}{c}-s{s}" for s in spk]
+    X = np.concatenate(X)
+    speaker = np.array(speaker)
+    if speaker_shift:
+        for s in np.unique(speaker):
+            X[speaker == s] += rng.normal(size=(S, D)) * speaker_shift
+    return Dataset(X=X, y=y, corpus=corpus, language=language, speaker=speaker)
+
+
+def accuracy(model: Model, data: Dataset) -> float:
+    return float(np.mean(model.predict(data) == data.y))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return blobs(40, seed=1), blobs(15, seed=2), blobs(30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(splits):
+    train, valid, _ = splits
+    return {name: get_model(name, **FAST.get(name, {})).fit(train, valid=valid) for name in CLASSIFIERS}
+
+
+# ----------------------------------------------------------------------------- data and views
+def test_dataset_coerces_and_subsets():
+    d = Dataset(X=np.ones((4, 6), dtype=np.float64), y=[1, 2, 3, 4])
+    assert d.X.shape == (4, 1, 6) and d.X.dtype == np.float32
+    assert d.corpus.tolist() == [""] * 4 and d.speaker.tolist() == [""] * 4
+    sub = d.subset(np.array([True, False, True, False]))
+    assert len(sub) == 2 and sub.y.tolist() == [1, 3]
+    assert len(Dataset.concat([d, sub])) == 6
+    with pytest.raises(ValueError, match="y must have shape"):
+        Dataset(X=np.ones((4, 2, 6)), y=[1, 2])
+
+
+def test_feature_view_selects_streams_and_halves():
+    X = np.arange(2 * 3 * 8, dtype=np.float32).reshape(2, 3, 8)
+    assert FeatureView().select(X).shape == (2, 3, 8)
+    mean = FeatureView(layers=(1,), stat="mean").select(X)
+    assert mean.shape == (2, 1, 4) and np.array_equal(mean[:, 0], X[:, 1, :4])
+    std = FeatureView(layers=[0, 2], stat="std").select(X)
+    assert np.array_equal(std, X[:, [0, 2], 4:])
+    with pytest.raises(ValueError, match="stat"):
+        FeatureView(stat="median")
+    with pytest.raises(ValueError, match="out of range"):
+        FeatureView(layers=(5,)).select(X)
+
+
+def test_options_are_checked():
+    assert get_model("logreg", layers=(1,), stat="mean").config.view == FeatureView(layers=(1,), stat="mean")
+    with pytest.raises(TypeError, match="unknown options"):
+        get_model("logreg", epochs=3)
+    with pytest.raises(ValueError, match="class_weight"):
+        get_model("mlp", class_weight="inverse")
+
+
+def test_unknown_model_lists_names():
+    with pytest.raises(KeyError) as err:
+        get_model("xgboost")
+    for name in ["logreg", "linear-svm", "mlp", "layer-weights", "ridge"]:
+        assert name in model_names()
+        assert name in str(err.value)
+
+
+# ----------------------------------------------------------------------------- classifiers
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_classifier_beats_chance(fitted, splits, name):
+    model, test = fitted[name], splits[2]
+    assert model.classes_.tolist() == CLASSES.tolist()
+    proba = model.predict_proba(test)
+    assert proba.shape == (len(test), 3) and np.allclose(proba.sum(axis=1), 1.0)
+    assert accuracy(model, test) > 0.8, name
+    assert model.selected and model.history
+
+
+def test_selection_uses_valid_only(splits):
+    train, valid, test = splits
+    model = get_model("logreg").fit(train, valid=valid)
+    scores = {r["C"]: r["valid_ua"] for r in model.history}
+    assert set(scores) == {0.001, 0.01, 0.1, 1.0}
+    assert model.selected["C"] == max(scores, key=lambda c: (scores[c], -c))
+    # the kept model is the one whose valid UA was recorded
+    assert unweighted_accuracy(valid.y, model.predict(valid)) == scores[model.selected["C"]]
+    # other test rows change nothing: same choice, same predictions for shared (seen-corpus) rows
+    other = get_model("logreg").fit(train, valid=valid)
+    other.predict(blobs(30, seed=99))
+    assert other.selected == model.selected and other.history == model.history
+    head = test.subset(np.arange(20))
+    assert np.array_equal(model.predict_proba(head), model.predict_proba(test)[:20])
+    # a different valid set gives different validation scores
+    noisy = Dataset(X=valid.X, y=np.random.default_rng(0).permutation(valid.y), corpus=valid.corpus,
+                    language=valid.language, speaker=valid.speaker)  # fmt: skip
+    assert get_model("logreg").fit(train, valid=noisy).history != model.history
+
+
+def test_without_valid_nothing_is_selected(splits):
+    train, valid, _ = splits
+    assert get_model("logreg").fit(train, valid=valid).validated_
+    fallback = get_model("logreg", fallback_C=0.5).fit(train)
+    assert fallback.selected == {"C": 0.5} and not fallback.validated_ and "valid_ua" not in fallback.history[0]
+    assert get_model("logreg", C=(0.1,)).fit(train, valid=valid.subset([])).selected == {"C": 0.1}
+    mlp = get_model("mlp", max_epochs=3, threads=1).fit(train)
+    assert mlp.selected == {"epochs": 3} and len(mlp.history) == 3 and not mlp.validated_
+
+
+def test_torch_models_are_deterministic(splits):
+    train, valid, test = splits
+    opts = {"max_epochs": 4, "patience": 4, "threads": 1, "class_weight": "balanced"}
+    a = get_model("mlp", **opts).fit(train, valid=valid).predict_proba(test)
+    b = get_model("mlp", **opts).fit(train, valid=valid).predict_proba(test)
+    c = get_model("mlp", **opts, seed=1).fit(train, valid=valid).predict_proba(test)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_layer_weights_find_the_informative_stream(fitted):
+    model = fitted["layer-weights"]
+    assert isinstance(model, LayerWeights)
+    w = model.layer_weights_
+    assert model.layers_ == (0, 1, 2) and np.isclose(w.sum(), 1.0)
+    assert int(np.argmax(w)) == 1 and w[1] > 1.3 * max(w[0], w[2]), w
+
+
+def test_layer_weights_pass_language_ids_to_the_net(splits):
+    train, valid, test = splits
+    model = get_model("layer-weights", max_epochs=1, threads=1).fit(train, valid=valid)
+    seen = []
+    handle = model.net_.register_forward_pre_hook(lambda mod, args: seen.append(args[1].clone()))
+    model.predict_proba(Dataset.concat([test.subset([0, -1]), Dataset(X=test.X[:1], language=["fr"])]))
+    handle.remove()
+    assert model.languages_ == ("de", "en")
+    assert seen[0].tolist() == [2, 1, 0]  # en, de, unseen
+
+
+# ----------------------------------------------------------------------------- normalisation
+def test_per_corpus_normalisation_removes_offsets():
+    shift = {"c2": 10.0}
+    train, valid = blobs(40, seed=1, offsets=shift), blobs(15, seed=2, offsets=shift)
+    test = blobs(30, seed=3, offsets=shift)
+    model = get_model("logreg").fit(train, valid=valid)
+    assert accuracy(model, test.subset(test.corpus == "c2")) > 0.9
+    # an unseen corpus, scaled and shifted towards one class, is normalised with its own statistics
+    unseen = blobs(30, seed=4, corpora=("c9",), languages=("sw",))
+    shifted = unseen.X * 3.0
+    shifted[:, 1] += 12.0 * (CENTRES[1] - CENTRES[0])
+    unseen = Dataset(X=shifted, y=unseen.y, corpus=unseen.corpus, language=unseen.language)
+    assert accuracy(model, unseen) > 0.9
+    z = model.normaliser_.transform(model.config.view.select(unseen.X), corpus=unseen.corpus, speaker=unseen.speaker)
+    assert np.allclose(z.reshape(len(z), -1).mean(axis=0), 0.0, atol=1e-5)
+    assert np.allclose(z.reshape(len(z), -1).std(axis=0), 1.0, atol=1e-4)
+    # without normalisation the same model is lost on that corpus
+    raw = get_model("logreg", normalise="none").fit(train, valid=valid)
+    assert accuracy(raw, unseen) < 0.6
+
+
+def test_seen_corpus_uses_training_statistics():
+    train = blobs(20, seed=1)
+    X = train.X.astype(np.float64)
+    norm = Normaliser("corpus").fit(train.X, corpus=train.corpus)
+    one = train.subset([0])
+    z = norm.transform(one.X, corpus=one.corpus, speaker=one.speaker)
+    rows = train.corpus == "c1"
+    assert np.allclose(z[0], (X[0] - X[rows].mean(0)) / X[rows].std(0), atol=1e-5)
+    # a single row of an unseen corpus falls back to the statistics of all training rows
+    z = norm.transform(one.X, corpus=np.array(["c9"]), speaker=one.speaker)
+    assert np.allclose(z[0], (X[0] - X.mean(0)) / X.std(0), atol=1e-5)
+
+
+def test_per_speaker_normalisation():
+    train = blobs(36, seed=1, speakers=6, speaker_shift=6.0)
+    valid = blobs(12, seed=2, speakers=3, speaker_shift=6.0, prefix="v")
+    test = blobs(30, seed=3, speakers=5, speaker_shift=6.0, prefix="t")  # unseen speakers
+    model = get_model("logreg", normalise="speaker").fit(train, valid=valid)
+    z = model.normaliser_.transform(model.config.view.select(test.X), corpus=test.corpus, speaker=test.speaker)
+    for s in np.unique(test.speaker):
+        assert np.allclose(z[test.speaker == s].mean(axis=0), 0.0, atol=1e-5)
+    by_speaker = accuracy(model, test)
+    by_corpus = accuracy(get_model("logreg", normalise="corpus").fit(train, valid=valid), test)
+    assert by_speaker > 0.85 and by_speaker > by_corpus + 0.1
+
+
+# ----------------------------------------------------------------------------- regression
+def linear_target(seed: int) -> Dataset:
+    data = blobs(30, seed=seed)
+    w = np.random.default_rng(7).normal(size=S * D)
+    y = data.X.reshape(len(data), -1) @ w + np.random.default_rng(seed).normal(size=len(data)) * 0.1
+    return Dataset(X=data.X, y=y, corpus=data.corpus, language=data.language, speaker=data.speaker)
+
+
+def test_ridge_recovers_a_linear_target():
+    train, valid, test = linear_target(1), linear_target(2), linear_target(3)
+    model = get_model("ridge", normalise="none").fit(train, valid=valid)
+    assert model.task == "regression" and model.classes_ is None
+    assert set(model.selected) == {"alpha"} and len(model.history) == 6
+    assert ccc(test.y, model.predict(test)) > 0.95
+    with pytest.raises(TypeError):
+        model.predict_proba(test)
+    r2 = get_model("ridge", select_by="r2").fit(train, valid=valid)
+    assert "valid_r2" in r2.history[0] and ccc(test.y, r2.predict(test)) > 0.9
+
+
+# ----------------------------------------------------------------------------- save / load
+def fit_any(name: str, splits) -> Model:
+    if name == "ridge":
+        return get_model(name).fit(linear_target(1), valid=linear_target(2))
+    train, valid, _ = splits
+    opts = {"max_epochs": 3, "threads": 1} if name in FAST else {}
+    return get_model(name, normalise="speaker" if name == "logreg" else "corpus", **opts).fit(train, valid=valid)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_save_load_round_trip(name, splits, tmp_path):
+    model = fit_any(name, splits)
+    test = splits[2] if model.task == "classification" else linear_target(3)
+    unseen = blobs(5, seed=5, corpora=("c9",), languages=("sw",))
+    folder = model.save(tmp_path / name)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "state.npz"]
+    assert json.loads((folder / "model.json").read_text())["model"] == name
+    loaded = Model.load(folder)
+    assert type(loaded) is type(model) and loaded.selected == model.selected and loaded.config == model.config
+    if model.task == "classification":
+        assert np.array_equal(loaded.classes_, model.classes_)
+        for data in (test, unseen):
+            assert np.array_equal(loaded.predict_proba(data), model.predict_proba(data))
+    else:
+        assert np.array_equal(loaded.predict(test), model.predict(test))
+    if isinstance(model, LayerWeights):
+        assert np.array_equal(loaded.layer_weights_, model.layer_weights_)
+
+
+def test_load_checks_the_class(splits, tmp_path):
+    folder = get_model("logreg", C=(0.1,)).fit(splits[0]).save(tmp_path / "m")
+    with pytest.raises(TypeError, match="not a LayerWeights"):
+        LayerWeights.load(folder)
