@@ -345,3 +345,84 @@ def test_emobox_matching_ignores_case():
     wavs = ["downloads/casia/zhaozuoxiang/angry/201.wav", "downloads/casia/wangzhe/angry/201.wav"]
     paths = ["/d/casia/ZhaoZuoxiang/angry/201.flac", "/d/casia/wangzhe/angry/201.flac"]
     assert _match_suffixes(wavs, paths) == dict(zip(wavs, paths))
+
+
+# --------------------------------------------------------------------------- transfer protocols
+
+
+def _multilingual() -> pd.DataFrame:
+    """Four corpora, three languages; 'gamma-copy' is a second copy of gamma (same speakers);
+    'delta' has no 'sad'; 'epsilon' (language yy) has only angry and happy."""
+    rng = np.random.default_rng(11)
+    spk = lambda n, classes: {f"s{i}": {c: int(rng.integers(3, 6)) for c in classes} for i in range(n)}  # noqa: E731
+    rows = _rows("alpha", spk(6, CLASSES)) + _rows("gamma", spk(5, CLASSES))
+    rows += [{**r, "path": r["path"].replace("/gamma/", "/gamma-copy/"), "corpus": "gamma-copy",
+              "reader": "gamma"} for r in _rows("gamma", spk(5, CLASSES))]  # fmt: skip
+    for r in rows:
+        r["speaker"] = r["speaker"].replace("gamma-copy:", "gamma:")
+    rows += _rows("delta", spk(4, ("angry", "happy", "neutral")))
+    extra = _rows("epsilon", spk(4, ("angry", "happy")))
+    lang = {"alpha": "aa", "gamma": "gg", "gamma-copy": "gg", "delta": "aa", "epsilon": "yy"}
+    frame = pd.DataFrame(rows + extra)
+    frame["language"] = frame["corpus"].map(lang)
+    return frame
+
+
+@pytest.mark.parametrize("protocol", ["leave-one-corpus-out", "leave-one-language-out", "few-shot:0,2,5"])
+def test_transfer_never_leaks_target_speakers(protocol):
+    from emolingua.protocols import make_transfer_splits
+
+    m = _multilingual()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitNote)
+        splits = make_transfer_splits(m, protocol=protocol, repeats=2)
+    assert not splits.empty
+    for _, fold in splits.groupby("fold"):
+        test = fold[fold["role"] == "test"]
+        seen = fold[fold["role"] != "test"]
+        # the model never trains on, nor selects with, a test speaker
+        assert not set(test["speaker"]) & set(seen["speaker"])
+        assert set(fold.loc[fold["role"] == "valid", "corpus"]).isdisjoint(set(test["corpus"])) or protocol.startswith("few")
+        assert fold["speaker_independent"].all()
+        # scored labels: shared by source and target, and nothing else is used
+        scored = set(fold["labels"].iat[0].split("|"))
+        used = set(m.set_index("path").loc[fold["path"], "label"])
+        assert used == scored
+    if protocol == "leave-one-corpus-out":
+        targets = set(splits["target"])
+        assert "gamma" in targets and "gamma-copy" not in targets  # copies leave together
+        gamma = splits[splits["target"] == "gamma"]
+        assert set(gamma.loc[gamma["role"] == "test", "corpus"]) == {"gamma", "gamma-copy"}
+        delta = splits[splits["target"] == "delta"]
+        assert delta["labels"].iat[0] == "angry|happy|neutral"  # no sad in delta: the rest is scored
+
+
+def test_few_shot_takes_k_per_class_from_pool_speakers_only():
+    from emolingua.protocols import make_transfer_splits
+
+    m = _multilingual()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitNote)
+        splits = make_transfer_splits(m, protocol="few-shot", shots=(0, 1, 3), repeats=2, seed=4)
+    lab = m.set_index("path")["label"]
+    lang = m.set_index("path")["language"]
+    for (target, repeat), rep in splits.groupby(["target", "repeat"]):
+        test_paths = set(rep.loc[rep["role"] == "test", "path"])
+        previous: set[str] = set()
+        for k in (0, 1, 3):
+            fold = rep[rep["shots"] == k]
+            assert set(fold.loc[fold["role"] == "test", "path"]) == test_paths  # same test set for every K
+            shots = fold[(fold["role"] == "train") & (fold["path"].map(lang) == target)]
+            counts = shots["path"].map(lab).value_counts()
+            assert (counts <= k).all() and (k == 0 or len(counts) >= 2)  # K per class, several classes
+            assert previous <= set(shots["path"])  # larger K extends the smaller draw
+            previous = set(shots["path"])
+    again = make_transfer_splits(m, protocol="few-shot", shots=(0, 1, 3), repeats=2, seed=4)
+    pd.testing.assert_frame_equal(splits, again)
+
+
+def test_unknown_transfer_protocol_names_the_known_ones():
+    from emolingua.protocols import make_transfer_splits
+
+    with pytest.raises(ValueError, match="leave-one-language-out"):
+        make_transfer_splits(_multilingual(), protocol="leave-one-planet-out")

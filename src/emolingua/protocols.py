@@ -50,11 +50,14 @@ from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 __all__ = [
     "KNOWN_PROTOCOLS",
     "ROLES",
+    "SHARED_LABELS",
+    "TRANSFER_PROTOCOLS",
     "SPLIT_COLUMNS",
     "Protocol",
     "SplitNote",
     "describe_splits",
     "make_splits",
+    "make_transfer_splits",
     "parse_protocol",
     "read_splits",
     "write_splits",
@@ -380,6 +383,145 @@ def _valid_speakers(speakers: np.ndarray, y: np.ndarray, fraction: float, rng: n
         return 0.5 * float(np.abs(valid / valid.sum() - train / train.sum()).sum())
 
     return [names[i] for i in min(candidates, key=distance)]
+
+
+# --------------------------------------------------------------------------- transfer
+
+#: Transfer protocols: zero-shot to a held-out corpus or language, and few-shot adaptation.
+TRANSFER_PROTOCOLS = ("leave-one-corpus-out", "leave-one-language-out", "few-shot:K")
+#: The label set scored across corpora unless the caller gives another.
+SHARED_LABELS = ("neutral", "happy", "sad", "angry")
+#: Shots per class of the few-shot protocol, and how many seeds each is repeated with.
+DEFAULT_SHOTS = (0, 1, 5, 10, 20)
+DEFAULT_REPEATS = 5
+#: Columns a transfer split table adds to :data:`SPLIT_COLUMNS`.
+TRANSFER_COLUMNS = ("target", "labels", "shots", "repeat")
+
+
+def make_transfer_splits(
+    manifest: pd.DataFrame,
+    *,
+    protocol: str,
+    labels: tuple[str, ...] = SHARED_LABELS,
+    target_column: str = "label",
+    seed: int = 0,
+    valid_fraction: float = 0.15,
+    shots: tuple[int, ...] = DEFAULT_SHOTS,
+    repeats: int = DEFAULT_REPEATS,
+) -> pd.DataFrame:
+    """Cross-corpus / cross-language splits: one fold per held-out target (and per K and seed).
+
+    * ``leave-one-corpus-out``: the target is one corpus, with every copy of it (the same
+      ``reader``: copies share speakers and sentences, so they leave together);
+    * ``leave-one-language-out``: the target is every corpus of one language;
+    * ``few-shot:K`` (K optional; default shots ``shots``): per target language and repeat,
+      half of its speakers (by seed) form an adaptation pool from which K utterances per
+      class join the training data; the other half is the test set.
+
+    Training rows come from the other targets; valid is carved from them by speaker, per
+    source corpus (never from the target). The scored labels of a fold are ``labels`` that
+    both the target and the sources have; ``labels=()`` keeps every value (for ``intensity``
+    targets). Extra columns: ``target``, ``labels`` (the scored ones, ``|``-joined),
+    ``shots`` and ``repeat`` (0 outside few-shot).
+
+    >>> make_transfer_splits(manifest, protocol="leave-one-language-out")   # doctest: +SKIP
+    >>> make_transfer_splits(manifest, protocol="few-shot", shots=(0, 5))   # doctest: +SKIP
+    """
+    name, _, arg = protocol.strip().lower().partition(":")
+    if name not in {p.split(":")[0] for p in TRANSFER_PROTOCOLS}:
+        raise ValueError(f"unknown transfer protocol {protocol!r}; known: {', '.join(TRANSFER_PROTOCOLS)}")
+    if name == "few-shot" and arg:
+        shots = tuple(int(k) for k in arg.split(","))
+    group_of = "language" if name in ("leave-one-language-out", "few-shot") else "reader"
+    table = _normalise(manifest, target_column)
+    table[group_of] = manifest[group_of].astype("string").fillna("").to_numpy(dtype=object)
+    table = table[table["_y"] != ""].sort_values("path").reset_index(drop=True)
+    if labels:
+        table = table[table["_y"].isin(labels)].reset_index(drop=True)
+    blocks = []
+    fold = 0
+    for target in sorted(set(table[group_of])):
+        is_target = (table[group_of] == target).to_numpy()
+        scored = sorted(set(table.loc[is_target, "_y"]) & set(table.loc[~is_target, "_y"]))
+        if len(scored) < 2:
+            _note(f"{target}: fewer than two labels shared with the other corpora ({scored}); skipped")
+            continue
+        rows = table[table["_y"].isin(scored)].reset_index(drop=True)
+        is_target = (rows[group_of] == target).to_numpy()
+        if name == "few-shot":
+            for repeat in range(repeats):
+                pool, test = _adaptation_pool(rows, is_target, seed=seed + repeat, target=target)
+                for k in shots:
+                    fold += 1  # the same valid speakers for every K of a repeat
+                    roles = _source_roles(rows, is_target, seed + repeat, 1, valid_fraction)
+                    roles[test] = "test"
+                    roles[_shots(rows, pool, k, seed=seed + repeat)] = "train"
+                    blocks.append(_transfer_block(rows, fold, roles, target, scored, k, repeat))
+        else:
+            fold += 1
+            roles = _source_roles(rows, is_target, seed, fold, valid_fraction)
+            roles[is_target] = "test"
+            blocks.append(_transfer_block(rows, fold, roles, target, scored, 0, 0))
+    columns = [*SPLIT_COLUMNS, *TRANSFER_COLUMNS]
+    if not blocks:
+        return pd.DataFrame(columns=columns)
+    splits = pd.concat(blocks, ignore_index=True)
+    splits["protocol"] = protocol
+    splits["seed"] = seed
+    return splits[columns]
+
+
+def _source_roles(rows: pd.DataFrame, is_target: np.ndarray, seed: int, fold: int, fraction: float) -> np.ndarray:
+    """train for every source row, valid carved by speaker per source corpus (copies of a corpus
+    together, as they share speakers); None for the target."""
+    roles = np.full(len(rows), None, dtype=object)
+    unit = "reader" if "reader" in rows.columns else "corpus"
+    for name in sorted(set(rows.loc[~is_target, unit])):
+        idx = np.flatnonzero((rows[unit] == name).to_numpy() & ~is_target)
+        sub = rows.iloc[idx].reset_index(drop=True)
+        sub_roles = np.full(len(sub), "train", dtype=object)
+        by_speaker = not (sub["speaker"] == "").any() and sub["speaker"].nunique() >= MIN_SPEAKERS
+        _carve_valid(sub, sub_roles, fraction, seed=seed, fold=fold, by_speaker=by_speaker)
+        roles[idx] = sub_roles
+    return roles
+
+
+def _adaptation_pool(rows: pd.DataFrame, is_target: np.ndarray, *, seed: int, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split the target's rows into an adaptation pool and a test set: by speaker when possible."""
+    idx = np.flatnonzero(is_target)
+    speakers = rows["speaker"].to_numpy()[idx]
+    names = sorted(set(speakers) - {""})
+    rng = np.random.default_rng([seed, zlib.crc32(target.encode())])
+    if (speakers == "").any() or len(names) < 2:
+        _note(f"{target}: no speaker-independent adaptation pool possible; pool and test split by utterance")
+        chosen = rng.permutation(len(idx))[: len(idx) // 2]
+        mask = np.zeros(len(idx), dtype=bool)
+        mask[chosen] = True
+    else:
+        pool_speakers = [names[i] for i in rng.permutation(len(names))[: len(names) // 2]]
+        mask = np.isin(speakers, pool_speakers)
+    return idx[mask], idx[~mask]
+
+
+def _shots(rows: pd.DataFrame, pool: np.ndarray, k: int, *, seed: int) -> np.ndarray:
+    """K utterances per class from ``pool`` (all of a class when it has fewer); the same K-shot
+    draw is a prefix of every larger K, so curves over K are nested."""
+    if k <= 0:
+        return pool[:0]
+    rng = np.random.default_rng([seed, 7919])
+    y = rows["_y"].to_numpy()[pool]
+    chosen = [pool[y == c][rng.permutation(int((y == c).sum()))][:k] for c in sorted(set(y))]
+    return np.sort(np.concatenate(chosen)) if chosen else pool[:0]
+
+
+def _transfer_block(rows: pd.DataFrame, fold: int, roles: np.ndarray, target: str, scored: list[str], shots: int,
+                    repeat: int) -> pd.DataFrame:  # fmt: skip
+    block = _block(rows, fold, roles, by_speaker=True)
+    block["target"] = target
+    block["labels"] = "|".join(scored)
+    block["shots"] = shots
+    block["repeat"] = repeat
+    return block
 
 
 # --------------------------------------------------------------------------- EmoBox
