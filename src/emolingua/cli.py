@@ -251,7 +251,9 @@ def features_list(
 @bench_app.command("features")
 def bench_features_cmd(
     manifest: Annotated[Optional[Path], typer.Option(help="Time on these files (default: generated audio).")] = None,
-    extractor: Annotated[Optional[list[str]], typer.Option("--extractor", "-e", help="Extractor (repeatable).")] = None,
+    extractor: Annotated[
+        Optional[list[str]], typer.Option("--extractor", "-e", help="Extractor, or name[key=value,...] (repeatable).")
+    ] = None,
     option: OptionArg = None,
     limit: Annotated[Optional[int], typer.Option(help="At most this many files (random sample, seed 0).")] = None,
     reference_limit: Annotated[int, typer.Option(help="Files for the slow reference (sample of the same manifest).")] = 100,
@@ -271,18 +273,66 @@ def bench_features_cmd(
         paths = df["path"].tolist()
         ref_paths = df.sample(min(reference_limit, len(df)), random_state=0)["path"].tolist()
     options = _parse_options(option)
-    specs = [(name, options) for name in (extractor or ["whisper-base"])]
+    specs = []
+    for item in extractor or ["whisper-base"]:  # name, or name[key=value,key=value]
+        name, _, extra = item.partition("[")
+        specs.append((name, {**options, **_parse_options([kv for kv in extra.rstrip("]").split(",") if kv])}))
     rows = bench_features(extractors=specs, paths=paths, reference_paths=ref_paths, generated=generated, threads=threads)
     if as_json:
         typer.echo(json.dumps(rows_to_dicts(rows), indent=2))
         return
-    table = Table(title="feature extraction speed")
-    for col in ("extractor", "options", "clips", "audio s", "wall s", "x real time", "load s", "peak MB"):
+    table = Table(title="feature extraction speed (decoding not timed)")
+    table.add_column("extractor", no_wrap=True)
+    for col in ("options", "clips", "audio s", "wall s", "x RT", "load s", "peak MB"):
         table.add_column(col)
     for r in rows:
         table.add_row(r.extractor, r.options, str(r.clips), f"{r.audio_seconds:.0f}", f"{r.wall_seconds:.1f}",
                       f"{r.realtime:.1f}", f"{r.load_seconds:.1f}", f"{r.peak_rss_mb:.0f}")  # fmt: skip
     console.print(table)
+
+
+# --------------------------------------------------------------------------- benchmark
+@app.command("benchmark")
+def benchmark_cmd(
+    corpora: Annotated[Optional[str], typer.Option(help="Folder to scan, or a manifest file.")] = None,
+    output: Annotated[Optional[str], typer.Option(help="Folder for results.json, report.md and figures.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML/JSON config; options given here override it.")] = None,
+    features: Annotated[Optional[str], typer.Option(help="Extractor (default whisper-base).")] = None,
+    feature_option: Annotated[Optional[list[str]], typer.Option("--feature-option", help="Extractor option key=value.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="loso | speaker-kfold:K | random:70/10/20 | emobox:DIR | "
+                                                        "leave-one-corpus-out | leave-one-language-out | few-shot[:K,..]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="logreg | linear-svm | mlp | layer-weights | ridge")] = None,
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="Model option key=value.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="label | intensity | arousal | valence")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="select (on valid) | all | a layer index")] = None,
+    normalise: Annotated[Optional[str], typer.Option(help="corpus | speaker | none")] = None,
+    corpus: Annotated[Optional[list[str]], typer.Option("--corpus", help="Only these corpora (repeatable).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of splits and models.")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Feature store folder.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel fold jobs.")] = None,
+) -> None:
+    """Scan, extract (cached), train and score on every corpus; write a report to OUTPUT."""
+    from emolingua.benchmark import BenchmarkConfig, run_benchmark
+
+    overrides = {"corpora": corpora, "output": output, "features": features, "protocol": protocol, "model": model,
+                 "target": target, "layers": layers, "normalise": normalise, "seed": seed, "store": store,
+                 "workers": workers, "only_corpora": tuple(corpus) if corpus else None,
+                 "feature_options": _parse_options(feature_option) if feature_option else None,
+                 "model_options": _parse_options(model_option) if model_option else None}  # fmt: skip
+    try:
+        if config is not None:
+            cfg = BenchmarkConfig.from_file(config, **overrides)
+        else:
+            if corpora is None or output is None:
+                raise ValueError("give --corpora and --output (or --config FILE)")
+            cfg = BenchmarkConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    results = run_benchmark(cfg)
+    for note in results["notes"]:
+        err_console.print(f"[yellow]note:[/] {note}")
+    console.print((Path(cfg.output) / "report.md").read_text())
 
 
 def main() -> None:
