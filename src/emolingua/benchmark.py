@@ -198,18 +198,38 @@ def _score_valid(cfg: BenchmarkConfig, model: Any, valid: Dataset) -> float:
     return unweighted_accuracy(valid.y, pred)
 
 
+def _normalise_transfer(X: np.ndarray, manifest: pd.DataFrame, idx: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-corpus z-scores for transfer folds: a source corpus by its training rows; a target
+    corpus by all of its rows in the fold (its few labelled shots and its test rows, labels
+    unused), so that K = 0 and K > 0 see the target on the same scale."""
+    out = X.copy()
+    corpus = manifest["corpus"].to_numpy()
+    targets = set(corpus[idx["test"]])
+    used = np.concatenate([idx["train"], idx["valid"], idx["test"]])
+    for name in set(corpus[used]):
+        rows = used[corpus[used] == name]
+        basis = rows if name in targets else idx["train"][corpus[idx["train"]] == name]
+        basis = basis if len(basis) else rows
+        mean, std = X[basis].mean(axis=0), X[basis].std(axis=0)
+        out[rows] = (X[rows] - mean) / np.where(std > 1e-8, std, 1.0)
+    return out
+
+
 def _run_job(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, rows: pd.DataFrame) -> dict[str, Any]:
     """Fit every layer candidate on train, pick on valid, predict test."""
     index = pd.Series(np.arange(len(manifest)), index=manifest["path"])
     idx = {r: index.loc[rows.loc[rows["role"] == r, "path"]].to_numpy() for r in ("train", "valid", "test")}
     column = cfg.target
+    normalise = cfg.normalise
+    if cfg.transfer and cfg.normalise == "corpus":
+        X, normalise = _normalise_transfer(X, manifest, idx), "none"
     train, valid, test = (_dataset(X, manifest, idx[r], column) for r in ("train", "valid", "test"))
     by_candidate: dict[str, Any] = {}
     from threadpoolctl import threadpool_limits
 
     limits = threadpool_limits(1) if cfg.workers > 1 else None  # parallel jobs: one BLAS thread each
     for cand in _candidates(cfg, X.shape[1]):
-        model = get_model(cfg.model, layers=_view(cand), normalise=cfg.normalise, seed=cfg.seed, **cfg.model_options)
+        model = get_model(cfg.model, layers=_view(cand), normalise=normalise, seed=cfg.seed, **cfg.model_options)
         model.fit(train, valid=valid if len(valid.y) else None)
         pred = model.predict(test)
         by_candidate[cand] = {
@@ -353,8 +373,9 @@ def _write_report(cfg: BenchmarkConfig, results: dict[str, Any], manifest: pd.Da
     lang = manifest.groupby("corpus")["language"].first().to_dict()
     reference = _emobox_reference(cfg)
     lines = [f"# emolingua benchmark: {cfg.model} on {cfg.features}, protocol `{cfg.protocol}`", ""]
+    scope = " (held-out corpora by their own rows, labels unused)" if cfg.transfer and cfg.normalise == "corpus" else ""
     lines.append(f"Target `{cfg.target}`; layers `{cfg.layers}` (chosen on valid); feature normalisation per "
-                 f"`{cfg.normalise}`; seed {cfg.seed}; {seconds:.0f} s. SI = speaker independent, SD = speaker dependent.")  # fmt: skip
+                 f"`{cfg.normalise}`{scope}; seed {cfg.seed}; {seconds:.0f} s. SI = speaker independent, SD = speaker dependent.")  # fmt: skip
     lines.append("")
     if results["corpora"] and not cfg.regression:
         header = ["corpus", "language", "protocol", "SI/SD", "utterances", "classes", "UA % [95% CI]", "WA %", "macro-F1 %",
@@ -412,7 +433,7 @@ def _plots(cfg: BenchmarkConfig, results: dict[str, Any], out: Path) -> None:
                            title=f"{r['corpus']} ({'SI' if r['speaker_independent'] else 'SD'}), UA {_pct(r['ua'])} %")  # fmt: skip
     if results["layers"]:
         layer_only = {c: [v[k] for k in v if k != "all"] for c, v in results["layers"].items()}
-        plot_layers(ua=layer_only, path=out / "layers.png", title=f"{cfg.features}: UA of a probe on each layer ({cfg.protocol})")
+        plot_layers(ua=layer_only, path=out / "layers.png", title=f"{cfg.features}: UA of a probe on each layer ({cfg.protocol.split(':')[0]})")
     if results["few_shot"]:
         curves: dict[str, dict[int, tuple[float, float]]] = {}
         for r in results["few_shot"]:

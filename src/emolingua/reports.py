@@ -78,6 +78,7 @@ def plot_few_shot(*, curves: Mapping[str, Mapping[int, tuple[float, float]]], ti
         mean = 100 * np.array([points[k][0] for k in ks])
         std = 100 * np.array([points[k][1] for k in ks])
         ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=name)
+    ax.set_xticks(sorted({k for points in curves.values() for k in points}))
     ax.set_xlabel("K labelled target utterances per class")
     ax.set_ylabel("UA (%)")
     ax.set_title(title)
