@@ -96,3 +96,30 @@ def test_config_errors_and_reference(tmp_path):
 def test_confusion_plot_writes_png(tmp_path):
     p = plot_confusion(confusion=[[5, 1], [2, 7]], labels=["sad", "angry"], title="t", path=tmp_path / "cm.png")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_corpus_without_categories_is_scored_on_intensity(tree, tmp_path):
+    import shutil
+
+    root = tmp_path / "mixed"
+    shutil.copytree(tree / "ravdess", root / "ravdess")
+    seed = 1000
+    for spk in range(1, 5):
+        for level, f0 in (("0", 110.0), ("1", 200.0), ("2", 320.0)):
+            for take in range(3):
+                seed += 1
+                _voice(root / "baved" / "3" / f"{spk}-m-2{spk}-3-{level}-{take}.wav", f0, seed)
+    res = run_benchmark(_cfg(root, tmp_path, protocol="loso"), progress=False)
+    rows = {r["corpus"]: r for r in res["corpora"]}
+    assert set(rows) == {"ravdess", "baved (intensity)"}
+    assert rows["baved (intensity)"]["scored_labels"] == ["high", "low", "normal"]
+    assert any("intensity" in note for note in res["notes"])
+    assert "| baved (intensity) | ar |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_continuous_target_with_ridge(tree, tmp_path):
+    res = run_benchmark(_cfg(tree, tmp_path, protocol="speaker-kfold:2", target="arousal", model="ridge",
+                             only_corpora=("ravdess",)), progress=False)  # fmt: skip
+    (row,) = res["corpora"]
+    assert row["corpus"] == "ravdess" and row["ccc"] > 0.5  # arousal priors follow the pitch classes
+    assert "CCC" in (tmp_path / "out" / "report.md").read_text()

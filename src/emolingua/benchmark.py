@@ -122,7 +122,21 @@ class BenchmarkConfig:
 
 
 # ---------------------------------------------------------------------------- data
-def _manifest(cfg: BenchmarkConfig, out: Path) -> pd.DataFrame:
+def _without_categories(cfg: BenchmarkConfig, manifest: pd.DataFrame) -> list[str]:
+    """Corpora with no emotion categories (at most one label) but intensity levels, like BAVED
+    (whose level 1 alone is labelled neutral): scored on intensity."""
+    if cfg.target != "label" or cfg.transfer:
+        return []
+    names = []
+    for corpus, rows in manifest.groupby("corpus"):
+        labels = rows["label"].astype(str)
+        if labels[labels != ""].nunique() < 2 and (rows["intensity"].astype(str) != "").any():
+            names.append(str(corpus))
+    return names
+
+
+def _manifest(cfg: BenchmarkConfig, out: Path) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """The rows to score, the corpora to score on intensity instead, and every corpus's language."""
     source = Path(cfg.corpora)
     if source.is_file():
         manifest = read_manifest(source)
@@ -133,12 +147,15 @@ def _manifest(cfg: BenchmarkConfig, out: Path) -> pd.DataFrame:
         write_manifest(manifest, out / "manifest.parquet")
     if cfg.only_corpora:
         manifest = manifest[manifest["corpus"].isin(cfg.only_corpora) | manifest["reader"].isin(cfg.only_corpora)]
+    without_categories = _without_categories(cfg, manifest)
+    languages = manifest.groupby("corpus")["language"].first().astype(str).to_dict()
+    manifest = manifest[~manifest["corpus"].isin(without_categories)]
     column = cfg.target
     if cfg.regression:
         manifest = manifest[manifest[column].notna() & (manifest["label"].astype(str) != "")]
     else:
         manifest = manifest[manifest[column].astype(str) != ""]
-    return manifest.reset_index(drop=True)
+    return manifest.reset_index(drop=True), without_categories, languages
 
 
 def _features(cfg: BenchmarkConfig, manifest: pd.DataFrame, *, progress: bool) -> tuple[np.ndarray, pd.DataFrame]:
@@ -369,8 +386,9 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f}"
 
 
-def _write_report(cfg: BenchmarkConfig, results: dict[str, Any], manifest: pd.DataFrame, out: Path, seconds: float) -> None:
-    lang = manifest.groupby("corpus")["language"].first().to_dict()
+def _write_report(cfg: BenchmarkConfig, results: dict[str, Any], languages: dict[str, str], out: Path,
+                  seconds: float) -> None:  # fmt: skip
+    lang = {**languages, **{f"{k} (intensity)": v for k, v in languages.items()}}
     reference = _emobox_reference(cfg)
     lines = [f"# emolingua benchmark: {cfg.model} on {cfg.features}, protocol `{cfg.protocol}`", ""]
     scope = " (held-out corpora by their own rows, labels unused)" if cfg.transfer and cfg.normalise == "corpus" else ""
@@ -429,7 +447,8 @@ def _write_report(cfg: BenchmarkConfig, results: dict[str, Any], manifest: pd.Da
 def _plots(cfg: BenchmarkConfig, results: dict[str, Any], out: Path) -> None:
     for r in results["corpora"]:
         if "confusion" in r:
-            plot_confusion(confusion=r["confusion"], labels=r["labels"], path=out / "confusion" / f"{r['corpus']}.png",
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "-", r["corpus"]).strip("-")
+            plot_confusion(confusion=r["confusion"], labels=r["labels"], path=out / "confusion" / f"{name}.png",
                            title=f"{r['corpus']} ({'SI' if r['speaker_independent'] else 'SD'}), UA {_pct(r['ua'])} %")  # fmt: skip
     if results["layers"]:
         layer_only = {c: [v[k] for k in v if k != "all"] for c, v in results["layers"].items()}
@@ -452,16 +471,25 @@ def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, A
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        manifest = _manifest(cfg, out)
+        manifest, without_categories, languages = _manifest(cfg, out)
         X, manifest = _features(cfg, manifest, progress=progress)
         splits = _splits(cfg, manifest)
     notes += sorted({str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)})
-    jobs = _run_jobs(cfg, X, manifest, splits, out, progress=progress)
-    results = _score(cfg, jobs)
+    jobs = _run_jobs(cfg, X, manifest, splits, out, progress=progress) if len(splits) else []
+    results = _score(cfg, jobs) if jobs else {"corpora": [], "few_shot": [], "layers": {}, "chosen": {}}
+    if without_categories:  # e.g. BAVED: no categories, so its intensity levels are the classes
+        sub = dataclasses.replace(cfg, target="intensity", only_corpora=tuple(without_categories),
+                                  output=str(out / "intensity"))  # fmt: skip
+        extra = run_benchmark(sub, progress=progress)
+        for r in extra["corpora"]:
+            r["corpus"] = f"{r['corpus']} (intensity)"
+        results["corpora"] += extra["corpora"]
+        results["layers"].update({f"{k} (intensity)": v for k, v in extra["layers"].items()})
+        notes.append(f"scored on intensity levels (no emotion categories): {', '.join(without_categories)}")
     seconds = time.perf_counter() - start
     results.update({"config": cfg.to_dict(), "notes": notes, "seconds": seconds,
                     "emobox_reference": _emobox_reference(cfg)})  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     _plots(cfg, results, out)
-    _write_report(cfg, results, manifest, out, seconds)
+    _write_report(cfg, results, languages, out, seconds)
     return results
