@@ -10,9 +10,9 @@ registers itself under its ``name``::
         labels = {"H": "happy", "S": "sad"}
         pattern = r"(?P<speaker>spk\\d+)_(?P<label>[HS])_(?P<text>\\d+)"
 
-        def parse(self, path):
-            m = self.match(path)
-            return m and Utterance(speaker=m["speaker"], label_native=m["label"], text_id=m["text"])
+The named groups ``label``, ``speaker``, ``text`` and ``gender`` are read by the default
+:meth:`CorpusReader.utterance`; override it, or :meth:`CorpusReader.parse` for corpora whose
+folders or metadata files carry the labels.
 
 ``get_reader("mycorpus")`` then finds it; an unknown name fails with the list of known ones.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -90,9 +90,19 @@ class CorpusReader(ABC):
         _REGISTRY[cls.name] = cls
 
     # -- what subclasses implement -------------------------------------------------------
-    @abstractmethod
     def parse(self, path: Path) -> Utterance | None:
-        """Parse one audio file's path; ``None`` when the file is not of this corpus."""
+        """Parse one audio file's path; ``None`` when the file is not of this corpus.
+
+        By default: :attr:`pattern` must match the stem, then :meth:`utterance` reads the
+        groups. Readers that need the folders or a metadata file override this instead.
+        """
+        m = self.match(path)
+        return None if m is None else self.utterance(m, path)
+
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
+        """An utterance from the pattern's named groups (``label``, ``speaker``, ``text``, ``gender``)."""
+        return Utterance(label_native=m["label"], speaker=m.get("speaker"), text_id=m.get("text"),
+                         gender=(m.get("gender") or "").lower() or None)  # fmt: skip
 
     # -- helpers for subclasses -----------------------------------------------------------
     def match(self, path: Path) -> dict[str, str] | None:

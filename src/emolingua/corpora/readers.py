@@ -28,10 +28,7 @@ class EmoDB(CorpusReader):
     _GENDER = {"03": "m", "08": "f", "09": "f", "10": "m", "11": "m", "12": "m",
                "13": "f", "14": "f", "15": "m", "16": "f"}  # fmt: skip
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(
             label_native=m["label"], speaker=m["speaker"], gender=self._GENDER.get(m["speaker"]), text_id=m["text"]
         )
@@ -61,10 +58,7 @@ class Urdu(CorpusReader):
     citation = "Latif et al., Cross lingual speech emotion recognition: Urdu vs. Western languages, FIT 2018"
     notes = "Speaker from the stem's first token (S + gender + number); the middle token is kept in the key only."
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(label_native=m["label"], speaker=m["speaker"], gender=m["gender"].lower())
 
 
@@ -128,10 +122,7 @@ class BAVED(CorpusReader):
     notes = "No emotion categories: intensity level 0 low, 1 neutral (normal), 2 high; label empty except neutral."
     _LEVELS = {"0": "low", "1": "normal", "2": "high"}
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(
             label_native=m["level"],
             speaker=m["speaker"],
@@ -222,10 +213,7 @@ class CREMAD(CorpusReader):
     _LEVELS = {"LO": "low", "MD": "normal", "HI": "high", "XX": None}
     _DEMOGRAPHICS = "VideoDemographics.csv"
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(
             label_native=m["label"],
             speaker=m["speaker"],
@@ -275,10 +263,7 @@ class ShEMO(CorpusReader):
         "from radio plays, so there are no shared sentences: text_id is empty."
     )
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(label_native=m["label"], speaker=m["speaker"], gender=m["gender"].lower())
 
 
@@ -320,10 +305,7 @@ class AESDD(CorpusReader):
         "(a03 (3)b). No neutral class; the corpus does not give the actors' genders in the file names."
     )
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(label_native=m["label"], speaker=m["speaker"], text_id=m["text"])
 
 
@@ -342,10 +324,7 @@ class SUBESCO(CorpusReader):
         "distribution ends in a stray ']' (F_02_MONIKA_S_2_SURPRISE_3]); it is read, its key without the ']'."
     )
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(
             label_native=m["label"],
             speaker=f"{m['gender']}_{m['number']}",
@@ -396,10 +375,7 @@ class ASED(CorpusReader):
         "codes are lower-cased."
     )
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(
             label_native=m["label"].lower(),
             speaker=m["speaker"],
@@ -422,10 +398,7 @@ class TurEVDB(CorpusReader):
         "without a trailing take number (ogul1 -> ogul). Gender is not in the file names."
     )
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(label_native=m["label"], speaker=m["speaker"], text_id=m["word"].lower())
 
 
@@ -449,10 +422,7 @@ class JLCorpus(CorpusReader):
         "(excited is not merged into happy)."
     )
 
-    def parse(self, path: Path) -> Utterance | None:
-        m = self.match(path)
-        if m is None:
-            return None
+    def utterance(self, m: dict[str, str], path: Path) -> Utterance | None:
         return Utterance(label_native=m["label"], speaker=m["speaker"], gender=m["gender"][0], text_id=m["text"])
 
 
