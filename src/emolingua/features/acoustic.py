@@ -20,6 +20,8 @@ raises ``ImportError`` naming the install line.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import hashlib
 import importlib
 import importlib.util
@@ -201,8 +203,9 @@ class _FrameExtractor(FeatureExtractor):
     def streams(self) -> list[str]:
         return [self.stream]
 
+    @abstractmethod
     def _frames(self, samples: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """(T, d) frame features of one clip."""
 
     def extract(self, clips: Sequence[np.ndarray]) -> list[Features]:
         out: list[Features] = []
