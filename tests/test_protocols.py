@@ -33,7 +33,7 @@ def _rows(corpus: str, speakers: dict[str, dict[str, int]], *, reader: str | Non
         for label, n in counts.items():
             for i in range(n):
                 rows.append({
-                    "path": f"/data/{corpus}/{speaker}/{label}_{i:02d}.wav",
+                    "path": f"corpora/{corpus}/{speaker}/{label}_{i:02d}.wav",
                     "corpus": corpus, "reader": reader or corpus, "language": "xx",
                     "speaker": f"{corpus}:{speaker}", "gender": "", "label": label,
                     "label_native": label, "intensity": "normal" if i % 2 else "strong",
@@ -53,7 +53,7 @@ def _manifest() -> pd.DataFrame:
     duo = {"m": {c: 5 for c in CLASSES}, "f": {c: 5 for c in CLASSES}}
     rows = _rows("alpha", alpha) + _rows("beta", beta) + _rows("duo", duo)
     for i in range(6):  # unlabelled, but with an intensity
-        rows.append({**rows[i], "path": f"/data/alpha/unlabelled_{i}.wav", "label": ""})
+        rows.append({**rows[i], "path": f"corpora/alpha/unlabelled_{i}.wav", "label": ""})
     frame = pd.DataFrame(rows)
     return frame.sample(frac=1.0, random_state=3).reset_index(drop=True)  # order must not matter
 
