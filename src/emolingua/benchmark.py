@@ -232,6 +232,19 @@ def _normalise_transfer(X: np.ndarray, manifest: pd.DataFrame, idx: dict[str, np
     return out
 
 
+def _fit_candidate(cfg: BenchmarkConfig, cand: str, normalise: str, train: Dataset, valid: Dataset,
+                   test: Dataset) -> dict[str, Any]:  # fmt: skip
+    """One layer candidate: fit on train (its own selection on valid), score valid, predict test."""
+    model = get_model(cfg.model, layers=_view(cand), normalise=normalise, seed=cfg.seed, **cfg.model_options)
+    model.fit(train, valid=valid if len(valid.y) else None)
+    pred = model.predict(test)
+    return {
+        "valid_score": _score_valid(cfg, model, valid),
+        "test_pred": [float(p) for p in pred] if cfg.regression else [str(p) for p in pred],
+        "selected": getattr(model, "selected", {}),
+    }
+
+
 def _run_job(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, rows: pd.DataFrame) -> dict[str, Any]:
     """Fit every layer candidate on train, pick on valid, predict test."""
     index = pd.Series(np.arange(len(manifest)), index=manifest["path"])
@@ -244,18 +257,9 @@ def _run_job(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, rows: 
     by_candidate: dict[str, Any] = {}
     from threadpoolctl import threadpool_limits
 
-    limits = threadpool_limits(1) if cfg.workers > 1 else None  # parallel jobs: one BLAS thread each
-    for cand in _candidates(cfg, X.shape[1]):
-        model = get_model(cfg.model, layers=_view(cand), normalise=normalise, seed=cfg.seed, **cfg.model_options)
-        model.fit(train, valid=valid if len(valid.y) else None)
-        pred = model.predict(test)
-        by_candidate[cand] = {
-            "valid_score": _score_valid(cfg, model, valid),
-            "test_pred": [float(p) for p in pred] if cfg.regression else [str(p) for p in pred],
-            "selected": getattr(model, "selected", {}),
-        }
-    if limits is not None:
-        limits.restore_original_limits()
+    with threadpool_limits(1 if cfg.workers > 1 else None):  # parallel jobs: one BLAS thread each
+        for cand in _candidates(cfg, X.shape[1]):
+            by_candidate[cand] = _fit_candidate(cfg, cand, normalise, train, valid, test)
     scores = {c: v["valid_score"] for c, v in by_candidate.items()}
     best = max(scores, key=lambda c: -np.inf if np.isnan(scores[c]) else scores[c])
     test_rows = manifest.iloc[idx["test"]]

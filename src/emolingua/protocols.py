@@ -282,13 +282,7 @@ def _speaker_folds(rows: pd.DataFrame, proto: Protocol, seed: int, valid_fractio
             _note(f"{corpus}: {empty} of {k} speaker folds came out empty; dropped")
             tests = [test for test in tests if len(test)]
 
-    folds = []
-    for fold, test in enumerate(tests, start=1):
-        roles = np.full(len(rows), "train", dtype=object)
-        roles[test] = "test"
-        _carve_valid(rows, roles, valid_fraction, seed=seed, fold=fold, by_speaker=True)
-        folds.append((fold, roles, True))
-    return folds
+    return _folds_from_tests(rows, tests, valid_fraction, seed=seed, by_speaker=True)
 
 
 def _utterance_folds(rows: pd.DataFrame, k: int, seed: int, valid_fraction: float) -> list[_Fold]:
@@ -300,15 +294,21 @@ def _utterance_folds(rows: pd.DataFrame, k: int, seed: int, valid_fraction: floa
         return []
     stratify = y.value_counts().max() >= k
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed)
-    folds = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*least populated class", category=UserWarning)
         tests = [test for _, test in splitter.split(np.zeros(len(rows)), y)]
+    return _folds_from_tests(rows, tests, valid_fraction, seed=seed, by_speaker=False)
+
+
+def _folds_from_tests(rows: pd.DataFrame, tests: list[np.ndarray], valid_fraction: float, *, seed: int,
+                      by_speaker: bool) -> list[_Fold]:  # fmt: skip
+    """One fold per test index set: the rest is train, with valid carved from it."""
+    folds = []
     for fold, test in enumerate(tests, start=1):
         roles = np.full(len(rows), "train", dtype=object)
         roles[test] = "test"
-        _carve_valid(rows, roles, valid_fraction, seed=seed, fold=fold, by_speaker=False)
-        folds.append((fold, roles, False))
+        _carve_valid(rows, roles, valid_fraction, seed=seed, fold=fold, by_speaker=by_speaker)
+        folds.append((fold, roles, by_speaker))
     return folds
 
 

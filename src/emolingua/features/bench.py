@@ -77,13 +77,13 @@ def _measure(spec: str, options: dict[str, Any], paths: Sequence[str] | None, ge
     else:
         from emolingua.features import get_extractor
 
-        from emolingua.features.extract import _batches
+        from emolingua.features.extract import duration_batches
 
         ex = get_extractor(spec, **options)
         ex.extract(clips[:1])  # load weights, warm up
         durations = [len(c) / 16000 for c in clips]
         order = sorted(range(len(clips)), key=lambda i: durations[i])
-        batches = _batches(order, durations, batch_seconds=120.0, max_items=64)  # as `features extract` does
+        batches = duration_batches(order, durations, batch_seconds=120.0, max_items=64)  # as `features extract` does
 
         def run(batch: list[np.ndarray]) -> None:
             for b in batches:

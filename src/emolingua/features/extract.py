@@ -50,7 +50,9 @@ class ExtractSummary:
         return self.audio_seconds / self.seconds if self.seconds else float("nan")
 
 
-def _batches(order: list[int], durations: list[float], *, batch_seconds: float, max_items: int) -> list[list[int]]:
+def duration_batches(order: list[int], durations: list[float], *, batch_seconds: float, max_items: int
+                     ) -> list[list[int]]:  # fmt: skip
+    """Consecutive groups of ``order`` holding at most ``batch_seconds`` of audio and ``max_items`` clips."""
     batches: list[list[int]] = []
     current: list[int] = []
     total = 0.0
@@ -63,6 +65,16 @@ def _batches(order: list[int], durations: list[float], *, batch_seconds: float, 
     if current:
         batches.append(current)
     return batches
+
+
+def _duration(path: str, known: float | None) -> float:
+    """The manifest's duration when it has one, else the header's (0 for unreadable files)."""
+    if known is not None and np.isfinite(known):
+        return float(known)
+    try:
+        return probe_audio(path, check_tail=False).duration
+    except AudioError:
+        return 0.0
 
 
 def _decode(paths: list[str], sample_rate: int) -> list[tuple[np.ndarray | None, str | None]]:
@@ -126,34 +138,21 @@ def extract_to_store(
     summary = ExtractSummary()
     paths = [str(p) for p in paths]
     keys = content_keys(paths)
+    done = store.keys(extractor=extractor)
+    todo: dict[str, str] = {}  # content key -> first path with that content
     for p, k in zip(paths, keys):
         if k is None:
             summary.failures.append((p, "file not found or not readable"))
-    done = store.keys(extractor=extractor)
-    todo: dict[str, str] = {}
-    for p, k in zip(paths, keys):
-        if k is None:
-            continue
-        if k in done:
+        elif k in done:
             summary.skipped += 1
-        elif k not in todo:
-            todo[k] = p
-    items = [(p, k) for k, p in todo.items()]
-    if durations is None:
-        lookup = None
-    else:
-        lookup = {p: float(d) for p, d in zip(paths, durations)}
-    secs = []
-    for p, _ in items:
-        if lookup is not None and np.isfinite(lookup.get(p, np.nan)):
-            secs.append(lookup[p])
         else:
-            try:
-                secs.append(probe_audio(p, check_tail=False).duration)
-            except AudioError:
-                secs.append(0.0)
+            todo.setdefault(k, p)
+    items = [(p, k) for k, p in todo.items()]
+    known = dict(zip(paths, durations)) if durations is not None else {}
+    secs = [_duration(p, known.get(p)) for p, _ in items]
     order = sorted(range(len(items)), key=lambda i: secs[i])
-    batches = [[items[i] for i in b] for b in _batches(order, secs, batch_seconds=batch_seconds, max_items=max_batch_items)]
+    groups = duration_batches(order, secs, batch_seconds=batch_seconds, max_items=max_batch_items)
+    batches = [[items[i] for i in b] for b in groups]
     total_audio = float(sum(secs))
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -169,7 +168,7 @@ def extract_to_store(
             summary.audio_seconds += audio
             summary.failures.extend(fails)
             elapsed = time.perf_counter() - start
-            bar.update(task, advance=audio + sum(0.0 for _ in fails), files=summary.done,
+            bar.update(task, advance=audio, files=summary.done,
                        rate=f"{summary.audio_seconds / max(elapsed, 1e-9):.0f}")  # fmt: skip
 
         if workers <= 1 or len(batches) < 2:
