@@ -23,7 +23,6 @@ import json
 import os
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -31,32 +30,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from emolingua.features.base import FeatureExtractor, Features
+from emolingua.fileio import content_key, content_keys
 
 __all__ = ["FeatureStore", "StoreInfo", "content_key", "content_keys"]
-
-_CHUNK = 1 << 20
-
-
-def content_key(path: str | os.PathLike) -> str:
-    """SHA-256 (hex, 32 chars) of a file's bytes: the audio's identity, wherever it lies."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()[:32]
-
-
-def content_keys(paths: Sequence[str | os.PathLike], *, workers: int = 4) -> list[str | None]:
-    """:func:`content_key` of many files in parallel; ``None`` for a file that cannot be read."""
-
-    def one(p: str | os.PathLike) -> str | None:
-        try:
-            return content_key(p)
-        except OSError:
-            return None
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(one, paths))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+"""``python -m emolingua``: the same as the ``emolingua`` command."""
+
+from emolingua.cli import main
+
+main()
