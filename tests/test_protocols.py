@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emolingua.errors import ConfigError, InputFileError
 from emolingua.protocols import (
     KNOWN_PROTOCOLS,
     SPLIT_COLUMNS,
@@ -303,7 +304,7 @@ def test_suffix_matching_needs_uniqueness_on_both_sides():
 
 
 def test_emobox_missing_folder_raises(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputFileError, match="nope: EmoBox folder not found"):
         make_splits(_manifest(), protocol=f"emobox:{tmp_path / 'nope'}")
 
 

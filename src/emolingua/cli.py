@@ -75,18 +75,20 @@ def corpora_scan(
     workers: Annotated[int, typer.Option(help="Threads reading audio headers.")] = 8,
 ) -> None:
     """Find every supported corpus at ROOT or below it and write one manifest."""
-    from emolingua.corpora import scan_corpora, write_manifest
+    from emolingua.corpora import check_manifest_output, scan_corpora, write_manifest
+    from emolingua.errors import EmolinguaError, InputFileError
 
-    if not root.is_dir():
-        err_console.print(f"[red]error:[/] {root}: not a folder")
-        raise typer.Exit(2)
     try:
+        if not root.is_dir():
+            raise InputFileError(f"{root}: not a folder; give the folder that holds the corpora")
+        if output is not None:
+            check_manifest_output(output)  # before the scan, not after it
         result = scan_corpora(root=root, corpora=corpus, ratings=ratings, workers=workers)
-    except KeyError as exc:
-        err_console.print(f"[red]error:[/] {exc.args[0]}")
+        if output is not None and result.corpora:
+            write_manifest(result.manifest, output)
+    except EmolinguaError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
-    if output is not None and result.corpora:
-        write_manifest(result.manifest, output)
     if as_json:
         typer.echo(result.to_json())
     else:
@@ -103,7 +105,11 @@ def corpora_scan(
             console.print(table)
         for c in result.corpora:
             for e in c.errors:
-                err_console.print(f"[yellow]skipped[/] {e.path}: {e.reason}")
+                err_console.print(f"[yellow]skipped[/] {e.path}: {e.reason}", soft_wrap=True, highlight=False)
+        if result.duplicates:
+            counts = ", ".join(f"{name} {n}" for name, n in result.duplicate_counts().items())
+            console.print(f"byte-identical files: {len(result.duplicates)} group(s) ({counts}); "
+                          "kept on one side of every split; `--json` lists them", soft_wrap=True, highlight=False)  # fmt: skip
         if output is not None and result.corpora:
             console.print(f"manifest: {output} ({len(result.manifest)} utterances)")
     if not result.corpora:

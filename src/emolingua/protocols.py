@@ -21,13 +21,24 @@ training rows *by speaker* when the fold allows it, otherwise as a stratified ut
 A corpus with fewer than 3 speakers, or with rows lacking a speaker id, cannot be split by
 speaker: it gets a stratified utterance-level K-fold split instead (5 folds under ``loso``).
 
+Twins, rows whose files hold the same bytes (the manifest's ``content`` column) or that list
+the same path, always take the same role in a fold, or the audio of a test row could be
+learnt from its copy. Speaker protocols merge speakers that share a twin into one split group
+(a union-find over speakers; a note names them), so both stay together in test, train or
+valid; utterance-level splits draw whole twin groups. EmoBox's own folds and the transfer
+protocols can still put a twin in two roles; then the copy in the weaker role (train <
+valid < test) leaves the fold, with a note. A manifest without a ``content`` column (written
+before it existed) gets its twins from the files themselves: every path that exists is hashed
+with :func:`emolingua.fileio.content_keys`; a path that does not is its own content.
+
 Everything the caller should know about (fallbacks, fewer folds than asked, skipped corpora,
-unmatched EmoBox entries) is emitted as a :class:`SplitNote` warning; catch them with
-``warnings.catch_warnings(record=True)`` to show or log them.
+unmatched EmoBox entries, merged speakers) is emitted as a :class:`SplitNote` warning; catch
+them with ``warnings.catch_warnings(record=True)`` to show or log them.
 
 The result is a long table, one row per (utterance, fold): see :data:`SPLIT_COLUMNS`.
-``speaker_independent`` is True only when the protocol meant the fold to be speaker
-independent *and* no speaker of that corpus and fold appears in two roles.
+``speaker_independent`` states one thing, read from the fold's roles: no test speaker is in
+train or valid of that fold. A missing speaker id on a test row, or on a train / valid row of
+a corpus that has test rows, could be anyone, so it makes the fold speaker dependent.
 """
 
 from __future__ import annotations
@@ -42,10 +53,15 @@ import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from emolingua.corpora.base import name_list
+from emolingua.errors import ConfigError, InputFileError
+from emolingua.fileio import content_keys
 
 __all__ = [
     "KNOWN_PROTOCOLS",
@@ -105,15 +121,15 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.name not in {spec.split(":")[0] for spec in KNOWN_PROTOCOLS}:
-            raise ValueError(f"unknown protocol {self.name!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
+            raise ConfigError(f"unknown protocol {self.name!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
         if self.name == "speaker-kfold" and (self.k is None or self.k < 2):
-            raise ValueError(f"speaker-kfold needs K >= 2, got {self.k}")
+            raise ConfigError(f"speaker-kfold needs K >= 2, got {self.k}")
         if self.name == "random":
             p = self.percents
             if p is None or len(p) != 3 or p[0] <= 0 or p[1] < 0 or p[2] <= 0 or abs(sum(p) - 100) > 1e-6:
-                raise ValueError(f"random needs train/valid/test percentages summing to 100, got {p}")
+                raise ConfigError(f"random needs train/valid/test percentages summing to 100, got {p}")
         if self.name == "emobox" and not self.folder:
-            raise ValueError("emobox needs a folder: emobox:DIR")
+            raise ConfigError("emobox needs a folder: emobox:DIR")
 
     def __str__(self) -> str:
         if self.name == "speaker-kfold":
@@ -136,32 +152,33 @@ def parse_protocol(spec: str) -> Protocol:
     >>> str(parse_protocol("random"))
     'random:70/10/20'
     """
+    if not isinstance(spec, str):
+        raise TypeError(f"protocol: expected a spec string such as 'loso', got {type(spec).__name__} {spec!r}")
     name, _, arg = spec.strip().partition(":")
     name = name.strip().lower()
     if name == "loso":
         if arg:
-            raise ValueError(f"loso takes no argument, got {spec!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
+            raise ConfigError(f"loso takes no argument, got {spec!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
         return Protocol("loso")
     if name == "speaker-kfold":
         if arg and not arg.strip().isdigit():
-            raise ValueError(f"speaker-kfold:K needs an integer K, got {arg!r}")
+            raise ConfigError(f"speaker-kfold:K needs an integer K, got {arg!r}")
         return Protocol("speaker-kfold", k=int(arg) if arg else 5)
     if name == "random":
         try:
             parts = tuple(float(x) for x in (arg or "70/10/20").split("/"))
         except ValueError:
-            raise ValueError(f"random:A/B/C needs three numbers, got {arg!r}") from None
+            raise ConfigError(f"random:A/B/C needs three numbers, got {arg!r}") from None
         return Protocol("random", percents=parts)  # type: ignore[arg-type]
     if name == "emobox":
         return Protocol("emobox", folder=arg.strip())
-    raise ValueError(f"unknown protocol {spec!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
+    raise ConfigError(f"unknown protocol {spec!r}; known: {', '.join(KNOWN_PROTOCOLS)}")
 
 
 # --------------------------------------------------------------------------- make_splits
 
-# One fold of one corpus: its number, a role (or None: not in this fold) per row, and whether
-# the protocol meant it to be speaker independent.
-_Fold = tuple[int, np.ndarray, bool]
+# One fold of one corpus: its number and a role (or None: not in this fold) per row.
+_Fold = tuple[int, np.ndarray]
 
 
 def make_splits(
@@ -182,23 +199,20 @@ def make_splits(
     >>> make_splits(manifest, protocol="random:70/10/20")                    # doctest: +SKIP
     >>> make_splits(manifest, protocol="emobox:EmoBox/data", stratify_on="intensity")  # doctest: +SKIP
     """
-    proto = parse_protocol(protocol) if isinstance(protocol, str) else protocol
-    seed = proto.default_seed if seed is None else int(seed)
-    if not 0 <= valid_fraction < 1:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    needed = {"path", "corpus", "speaker", stratify_on} | ({"reader"} if proto.name == "emobox" else set())
-    if missing := sorted(needed - set(manifest.columns)):
-        raise ValueError(f"manifest lacks column(s): {', '.join(missing)}")
-    if manifest["path"].duplicated().any():
-        raise ValueError("manifest paths are not unique")
+    proto = protocol if isinstance(protocol, Protocol) else parse_protocol(protocol)
+    seed = proto.default_seed if seed is None else _check_seed(seed)
+    _check_fraction(valid_fraction)
+    _check_manifest(manifest, {"path", "corpus", "speaker", _column(stratify_on, "stratify_on")}
+                    | ({"reader"} if proto.name == "emobox" else set()))  # fmt: skip
     if proto.name == "emobox" and not Path(proto.folder).is_dir():
-        raise FileNotFoundError(f"EmoBox folder not found: {proto.folder}")
+        raise InputFileError(f"{proto.folder}: EmoBox folder not found; give the folder that holds <corpus>/fold_k/")
 
     table = _normalise(manifest, stratify_on)
     blocks = []
     for corpus, rows in table.groupby("corpus", sort=True):
-        rows = rows.sort_values("path").reset_index(drop=True)  # input order must not matter
+        rows = rows.sort_values("path", kind="stable").reset_index(drop=True)  # input order must not matter
         eligible = rows[rows["_y"] != ""].reset_index(drop=True)
+        eligible["_unit"] = _speaker_units(eligible, note=proto.name != "random")
         if proto.name == "emobox":
             folds = _emobox_folds(rows, eligible, Path(proto.folder), seed, valid_fraction)
         elif eligible.empty:
@@ -208,7 +222,7 @@ def make_splits(
         else:
             folds = _speaker_folds(eligible, proto, seed, valid_fraction)
         # folds ascend and rows are sorted by path, so the blocks come in (corpus, fold, path) order
-        blocks += [_block(eligible, fold, roles, by_speaker) for fold, roles, by_speaker in folds]
+        blocks += [_block(eligible, fold, roles, where=corpus) for fold, roles in folds]
 
     splits = pd.concat(blocks, ignore_index=True) if blocks else _coerce(pd.DataFrame(columns=list(SPLIT_COLUMNS)))
     splits["protocol"] = pd.Series([str(proto)] * len(splits), dtype=object)
@@ -216,8 +230,33 @@ def make_splits(
     return splits[list(SPLIT_COLUMNS)]
 
 
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_fraction(valid_fraction: object) -> None:
+    if isinstance(valid_fraction, bool) or not isinstance(valid_fraction, (int, float)) or not 0 <= valid_fraction < 1:
+        raise ConfigError(f"valid_fraction: expected a number in [0, 1), got {valid_fraction!r}")
+
+
+def _column(value: object, argument: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{argument}: expected a column name, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_manifest(manifest: object, needed: set[str]) -> None:
+    if not isinstance(manifest, pd.DataFrame):
+        raise TypeError(f"manifest: expected a pandas DataFrame (read_manifest), got {type(manifest).__name__}")
+    if missing := sorted(needed - set(manifest.columns)):
+        raise ConfigError(f"manifest lacks column(s): {', '.join(missing)}")
+
+
 def _normalise(manifest: pd.DataFrame, stratify_on: str) -> pd.DataFrame:
-    """Plain-object str columns (fast to index): missing speaker as "", stratification value as ``_y``."""
+    """Plain-object str columns (fast to index): missing speaker as "", stratification value as ``_y``,
+    and the twin group as ``_twin``."""
 
     def text(column: str, strip: bool = True) -> pd.Series:
         values = manifest[column].astype("string").fillna("")
@@ -228,14 +267,99 @@ def _normalise(manifest: pd.DataFrame, stratify_on: str) -> pd.DataFrame:
         if column in manifest.columns:
             out[column] = text(column)
     out["_y"] = text(stratify_on)
+    content = text("content") if "content" in manifest.columns else _content_of_existing(out["path"])
+    out["_twin"] = _twin_groups(out["path"].to_numpy(), content.to_numpy())
     return out
 
 
-def _block(rows: pd.DataFrame, fold: int, roles: np.ndarray, by_speaker: bool) -> pd.DataFrame:
+def _content_of_existing(paths: pd.Series) -> pd.Series:
+    """Content keys of the paths that are files ("" for the rest): for manifests without ``content``."""
+    exists = np.array([os.path.isfile(p) for p in paths], dtype=bool)
+    keys = np.full(len(paths), "", dtype=object)
+    if exists.any():
+        keys[exists] = [k or "" for k in content_keys(list(paths[exists]))]
+    return pd.Series(keys, dtype=object)
+
+
+def _components(n: int, links: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Union-find over ``n`` items: each item's component, named by its smallest member."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in links:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([root(i) for i in range(n)], dtype=np.int64)
+
+
+def _first_links(keys: Iterable[str]) -> list[tuple[int, int]]:
+    """Links from each item to the first item with the same (non-empty) key."""
+    first: dict[str, int] = {}
+    return [(first.setdefault(k, i), i) for i, k in enumerate(keys) if k]
+
+
+def _twin_groups(paths: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Rows that share a path or a content key, transitively, get one group id."""
+    return _components(len(paths), [*_first_links(paths), *_first_links(content)])
+
+
+def _speaker_units(rows: pd.DataFrame, *, note: bool = False) -> np.ndarray:
+    """Each row's speaker split unit: its speaker, where speakers linked by twins form one unit
+    named by the first of them (so no speaker grouping can put two twins apart)."""
+    codes, names = pd.factorize(rows["speaker"].to_numpy(), sort=True)
+    by_twin = pd.Series(codes).groupby(rows["_twin"].to_numpy()).unique()
+    links = [(int(group[0]), int(other)) for group in by_twin for other in group[1:]]
+    if not links:
+        return rows["speaker"].to_numpy()
+    roots = _components(len(names), links)
+    if note:
+        for root in sorted(set(roots[roots != np.arange(len(names))])):
+            merged = ", ".join(repr(names[i]) for i in np.flatnonzero(roots == root))
+            _note(f"{rows['corpus'].iat[0]}: speakers {merged} share byte-identical files; split as one speaker")
+    return np.asarray(names, dtype=object)[roots][codes]
+
+
+def _drop_twin_conflicts(rows: pd.DataFrame, roles: np.ndarray, *, where: str, fold: int) -> np.ndarray:
+    """Roles where no twin group holds two roles: copies in a weaker role than the group's
+    strongest (train < valid < test) leave the fold."""
+    rank = np.array([{"train": 1, "valid": 2, "test": 3}.get(r, 0) for r in roles])
+    top = pd.Series(rank).groupby(rows["_twin"].to_numpy()).transform("max").to_numpy()
+    drop = (rank > 0) & (rank < top)
+    if not drop.any():
+        return roles
+    _note(f"{where}: fold {fold}: {int(drop.sum())} row(s) left out, byte-identical to a row in a stronger role "
+          f"(e.g. {rows['path'].iat[int(np.flatnonzero(drop)[0])]})")
+    roles = roles.copy()
+    roles[drop] = None
+    return roles
+
+
+def _representatives(rows: pd.DataFrame, positions: np.ndarray | None = None) -> np.ndarray:
+    """The first position of each twin group among ``positions`` (default: every row)."""
+    positions = np.arange(len(rows)) if positions is None else positions
+    return positions[~pd.Series(rows["_twin"].to_numpy()[positions]).duplicated().to_numpy()]
+
+
+def _with_twins(rows: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+    """``positions`` and the positions of all their twins, sorted."""
+    twin = rows["_twin"].to_numpy()
+    return np.flatnonzero(np.isin(twin, twin[positions]))
+
+
+def _block(rows: pd.DataFrame, fold: int, roles: np.ndarray, *, where: str) -> pd.DataFrame:
     """The output rows of one fold: those of ``rows`` with a role."""
+    roles = _drop_twin_conflicts(rows, roles, where=where, fold=fold)
     keep = np.flatnonzero(pd.notna(roles))
     speakers = rows["speaker"].to_numpy()[keep]
-    independent = by_speaker and _speaker_disjoint(speakers, roles[keep])
+    origin = rows["reader"] if "reader" in rows.columns else rows["corpus"]
+    origin = np.where(origin == "", rows["corpus"], origin)[keep]
+    independent = _speaker_independent(speakers, origin, roles[keep])
     return pd.DataFrame({
         "path": pd.Series(rows["path"].to_numpy()[keep], dtype=object),
         "corpus": pd.Series(rows["corpus"].to_numpy()[keep], dtype=object),
@@ -244,6 +368,17 @@ def _block(rows: pd.DataFrame, fold: int, roles: np.ndarray, by_speaker: bool) -
         "role": pd.Series(roles[keep], dtype=object),
         "speaker_independent": np.full(len(keep), independent, dtype=bool),
     })
+
+
+def _speaker_independent(speakers: np.ndarray, origin: np.ndarray, roles: np.ndarray) -> bool:
+    """True when no test speaker is in train or valid. A missing id on a test row, or on a
+    train / valid row from a corpus (reader, copies included) with test rows, may be a test
+    speaker, so it counts as shared."""
+    test = roles == "test"
+    seen = ~test
+    if (speakers[test] == "").any() or (speakers[seen] == "")[np.isin(origin[seen], origin[test])].any():
+        return False
+    return set(speakers[test]).isdisjoint(speakers[seen])
 
 
 def _speaker_disjoint(speakers: np.ndarray, roles: np.ndarray) -> bool:
@@ -256,10 +391,10 @@ def _speaker_disjoint(speakers: np.ndarray, roles: np.ndarray) -> bool:
 def _speaker_folds(rows: pd.DataFrame, proto: Protocol, seed: int, valid_fraction: float) -> list[_Fold]:
     """``loso`` / ``speaker-kfold`` for one corpus, with the utterance-level fallback."""
     corpus = rows["corpus"].iat[0]
-    speakers, y = rows["speaker"], rows["_y"]
+    speakers, y = rows["_unit"], rows["_y"]  # speakers merged by twins
     names = sorted(set(speakers) - {""})
     k = LOSO_FALLBACK_FOLDS if proto.name == "loso" else proto.k
-    unknown = int((speakers == "").sum())
+    unknown = int((rows["speaker"] == "").sum())
     if unknown or len(names) < MIN_SPEAKERS:
         reason = f"{unknown} of {len(rows)} rows have no speaker id" if unknown else f"only {len(names)} speaker(s)"
         _note(f"{corpus}: {reason}, so a speaker-independent split is impossible; "
@@ -286,17 +421,20 @@ def _speaker_folds(rows: pd.DataFrame, proto: Protocol, seed: int, valid_fractio
 
 
 def _utterance_folds(rows: pd.DataFrame, k: int, seed: int, valid_fraction: float) -> list[_Fold]:
-    """Stratified (when possible) utterance-level K-fold; valid carved from train by utterance."""
-    corpus, y = rows["corpus"].iat[0], rows["_y"]
-    k = min(k, len(rows))
+    """Stratified (when possible) utterance-level K-fold over twin groups; valid carved from train
+    by utterance. Without twins, a group is one row."""
+    corpus = rows["corpus"].iat[0]
+    reps = _representatives(rows)
+    y = rows["_y"].to_numpy()[reps]
+    k = min(k, len(reps))
     if k < 2:
-        _note(f"{corpus}: {len(rows)} usable row(s), too few to split; skipped")
+        _note(f"{corpus}: {len(reps)} usable row(s), too few to split; skipped")
         return []
-    stratify = y.value_counts().max() >= k
+    stratify = max(Counter(y).values()) >= k
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*least populated class", category=UserWarning)
-        tests = [test for _, test in splitter.split(np.zeros(len(rows)), y)]
+        tests = [_with_twins(rows, reps[test]) for _, test in splitter.split(np.zeros(len(reps)), y)]
     return _folds_from_tests(rows, tests, valid_fraction, seed=seed, by_speaker=False)
 
 
@@ -308,24 +446,27 @@ def _folds_from_tests(rows: pd.DataFrame, tests: list[np.ndarray], valid_fractio
         roles = np.full(len(rows), "train", dtype=object)
         roles[test] = "test"
         _carve_valid(rows, roles, valid_fraction, seed=seed, fold=fold, by_speaker=by_speaker)
-        folds.append((fold, roles, by_speaker))
+        folds.append((fold, roles))
     return folds
 
 
 def _random_folds(rows: pd.DataFrame, percents: tuple[float, float, float], seed: int) -> list[_Fold]:
-    """One stratified utterance split with train/valid/test shares ``percents``."""
-    n = len(rows)
+    """One stratified split with train/valid/test shares ``percents``, drawn over twin groups
+    (a group is one row when there are no twins)."""
+    reps = _representatives(rows)
+    y = rows["_y"].to_numpy()[reps]
+    n = len(reps)
     if n < 2:
         _note(f"{rows['corpus'].iat[0]}: {n} usable row(s), too few to split; skipped")
         return []
     n_test = min(n - 1, max(1, round(n * percents[2] / 100)))
     n_valid = min(n - n_test - 1, round(n * percents[1] / 100))
-    roles = np.full(n, "train", dtype=object)
-    rest, test = _split_off(np.arange(n), rows["_y"].to_numpy(), n_test, seed)
-    roles[test] = "test"
-    _, valid = _split_off(rest, rows["_y"].to_numpy()[rest], n_valid, seed)
-    roles[valid] = "valid"
-    return [(1, roles, False)]
+    roles = np.full(len(rows), "train", dtype=object)
+    rest, test = _split_off(np.arange(n), y, n_test, seed)
+    roles[_with_twins(rows, reps[test])] = "test"
+    _, valid = _split_off(rest, y[rest], n_valid, seed)
+    roles[_with_twins(rows, reps[valid])] = "valid"
+    return [(1, roles)]
 
 
 def _split_off(positions: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -341,22 +482,24 @@ def _split_off(positions: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> t
 def _carve_valid(
     rows: pd.DataFrame, roles: np.ndarray, fraction: float, *, seed: int, fold: int, by_speaker: bool
 ) -> None:
-    """Turn some ``train`` roles into ``valid`` in place: whole speakers, or utterances."""
+    """Turn some ``train`` roles into ``valid`` in place: whole speaker units (``_unit``:
+    speakers merged by twins), or whole twin groups of utterances."""
     pool = np.flatnonzero(roles == "train")
-    if fraction <= 0 or len(pool) < 2:
+    reps = _representatives(rows, pool)
+    if fraction <= 0 or len(reps) < 2:
         return
     corpus = rows["corpus"].iat[0]
     rng = np.random.default_rng([seed, zlib.crc32(corpus.encode()), fold])
     if by_speaker:
-        speakers = rows["speaker"].to_numpy()[pool]
+        speakers = rows["_unit"].to_numpy()[pool]
         chosen = _valid_speakers(speakers, rows["_y"].to_numpy()[pool], fraction, rng)
         if not chosen:
             _note(f"{corpus}: fold {fold} has a single training speaker, so no validation set")
         roles[pool[np.isin(speakers, chosen)]] = "valid"
     else:
-        n_valid = min(len(pool) - 1, max(1, round(fraction * len(pool))))
-        _, valid = _split_off(pool, rows["_y"].to_numpy()[pool], n_valid, int(rng.integers(2**31)))
-        roles[valid] = "valid"
+        n_valid = min(len(reps) - 1, max(1, round(fraction * len(reps))))
+        _, valid = _split_off(reps, rows["_y"].to_numpy()[reps], n_valid, int(rng.integers(2**31)))
+        roles[np.intersect1d(pool, _with_twins(rows, valid))] = "valid"
 
 
 def _valid_speakers(speakers: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator) -> list[str]:
@@ -427,17 +570,30 @@ def make_transfer_splits(
     >>> make_transfer_splits(manifest, protocol="leave-one-language-out")   # doctest: +SKIP
     >>> make_transfer_splits(manifest, protocol="few-shot", shots=(0, 5))   # doctest: +SKIP
     """
+    if not isinstance(protocol, str):
+        raise TypeError(f"protocol: expected a spec string such as 'leave-one-corpus-out', got {protocol!r}")
     name, _, arg = protocol.strip().lower().partition(":")
     if name not in {p.split(":")[0] for p in TRANSFER_PROTOCOLS}:
-        raise ValueError(f"unknown transfer protocol {protocol!r}; known: {', '.join(TRANSFER_PROTOCOLS)}")
+        raise ConfigError(f"unknown transfer protocol {protocol!r}; known: {', '.join(TRANSFER_PROTOCOLS)}")
     if name == "few-shot" and arg:
-        shots = tuple(int(k) for k in arg.split(","))
+        try:
+            shots = tuple(int(k) for k in arg.split(","))
+        except ValueError:
+            raise ConfigError(f"few-shot:K needs comma-separated integers, got {arg!r}") from None
+    labels = tuple(name_list(labels, argument="labels"))
+    shots = _counts(shots, argument="shots")
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ConfigError(f"repeats: expected a positive integer, got {repeats!r}")
+    seed = _check_seed(seed)
+    _check_fraction(valid_fraction)
     group_of = "language" if name in ("leave-one-language-out", "few-shot") else "reader"
+    _check_manifest(manifest, {"path", "corpus", "speaker", group_of, _column(target_column, "target_column")})
     table = _normalise(manifest, target_column)
     table[group_of] = manifest[group_of].astype("string").fillna("").to_numpy(dtype=object)
-    table = table[table["_y"] != ""].sort_values("path").reset_index(drop=True)
+    table = table[table["_y"] != ""].sort_values("path", kind="stable").reset_index(drop=True)
     if labels:
         table = table[table["_y"].isin(labels)].reset_index(drop=True)
+    table["_unit"] = _speaker_units(table, note=True)
     blocks = []
     fold = 0
     for target in sorted(set(table[group_of])):
@@ -471,6 +627,16 @@ def make_transfer_splits(
     return splits[columns]
 
 
+def _counts(values: object, *, argument: str) -> tuple[int, ...]:
+    """``values`` as a tuple of non-negative integers, or an error naming ``argument``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{argument}: expected a list of non-negative integers, got {type(values).__name__} {values!r}")
+    out = tuple(values)
+    if not out or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in out):
+        raise ConfigError(f"{argument}: expected a non-empty list of non-negative integers, got {list(out)!r}")
+    return tuple(int(v) for v in out)
+
+
 def _source_roles(rows: pd.DataFrame, is_target: np.ndarray, seed: int, fold: int, fraction: float) -> np.ndarray:
     """train for every source row, valid carved by speaker per source corpus (copies of a corpus
     together, as they share speakers); None for the target."""
@@ -480,7 +646,7 @@ def _source_roles(rows: pd.DataFrame, is_target: np.ndarray, seed: int, fold: in
         idx = np.flatnonzero((rows[unit] == name).to_numpy() & ~is_target)
         sub = rows.iloc[idx].reset_index(drop=True)
         sub_roles = np.full(len(sub), "train", dtype=object)
-        by_speaker = not (sub["speaker"] == "").any() and sub["speaker"].nunique() >= MIN_SPEAKERS
+        by_speaker = not (sub["speaker"] == "").any() and sub["_unit"].nunique() >= MIN_SPEAKERS
         _carve_valid(sub, sub_roles, fraction, seed=seed, fold=fold, by_speaker=by_speaker)
         roles[idx] = sub_roles
     return roles
@@ -489,14 +655,14 @@ def _source_roles(rows: pd.DataFrame, is_target: np.ndarray, seed: int, fold: in
 def _adaptation_pool(rows: pd.DataFrame, is_target: np.ndarray, *, seed: int, target: str) -> tuple[np.ndarray, np.ndarray]:
     """Split the target's rows into an adaptation pool and a test set: by speaker when possible."""
     idx = np.flatnonzero(is_target)
-    speakers = rows["speaker"].to_numpy()[idx]
+    speakers = rows["_unit"].to_numpy()[idx]  # speakers merged by twins
     names = sorted(set(speakers) - {""})
     rng = np.random.default_rng([seed, zlib.crc32(target.encode())])
-    if (speakers == "").any() or len(names) < 2:
+    if (rows["speaker"].to_numpy()[idx] == "").any() or len(names) < 2:
         _note(f"{target}: no speaker-independent adaptation pool possible; pool and test split by utterance")
-        chosen = rng.permutation(len(idx))[: len(idx) // 2]
-        mask = np.zeros(len(idx), dtype=bool)
-        mask[chosen] = True
+        reps = _representatives(rows, idx)  # whole twin groups go to the pool or to test
+        chosen = reps[rng.permutation(len(reps))[: len(reps) // 2]]
+        mask = np.isin(idx, _with_twins(rows, chosen))
     else:
         pool_speakers = [names[i] for i in rng.permutation(len(names))[: len(names) // 2]]
         mask = np.isin(speakers, pool_speakers)
@@ -516,7 +682,7 @@ def _shots(rows: pd.DataFrame, pool: np.ndarray, k: int, *, seed: int) -> np.nda
 
 def _transfer_block(rows: pd.DataFrame, fold: int, roles: np.ndarray, target: str, scored: list[str], shots: int,
                     repeat: int) -> pd.DataFrame:  # fmt: skip
-    block = _block(rows, fold, roles, by_speaker=True)
+    block = _block(rows, fold, roles, where=target)
     block["target"] = target
     block["labels"] = "|".join(scored)
     block["shots"] = shots
@@ -573,10 +739,13 @@ def _emobox_folds(
         in_fold = pd.notna(roles)
         if not in_fold.any():
             continue
+        # EmoBox's lists may put twins in train and test: drop the train copy before carving valid
+        roles = _drop_twin_conflicts(eligible, roles, where=corpus, fold=k)
+        in_fold = pd.notna(roles)
         # by speaker only when train and test already share no speaker (and all ids are known)
         by_speaker = _speaker_disjoint(eligible["speaker"].to_numpy()[in_fold], roles[in_fold])
         _carve_valid(eligible, roles, valid_fraction, seed=seed, fold=k, by_speaker=by_speaker)
-        folds.append((k, roles, True))
+        folds.append((k, roles))
     return folds
 
 

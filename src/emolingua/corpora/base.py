@@ -23,10 +23,11 @@ import importlib
 import re
 from abc import ABC
 from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-__all__ = ["CorpusReader", "Utterance", "get_reader", "reader_names", "readers"]
+__all__ = ["CorpusReader", "Utterance", "get_reader", "name_list", "reader_names", "readers"]
 
 
 @dataclass(frozen=True)
@@ -157,3 +158,23 @@ def get_reader(name: str) -> CorpusReader:
     if name not in known:
         raise KeyError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(known))}")
     return known[name]()
+
+
+def name_list(value: object, *, argument: str) -> list[str]:
+    """``value`` as a list of names, or a TypeError naming ``argument``.
+
+    A bare string is refused instead of being read as its characters (``corpora="emovo"``
+    would otherwise ask for the corpora "e", "m", "o" ...); so are ``None``, numbers and
+    non-string members.
+
+    >>> name_list(("emodb", "emovo"), argument="corpora")
+    ['emodb', 'emovo']
+    """
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{argument}: expected a list of names, got the string {value!r}; write {argument}=[{value!r}]")
+    if not isinstance(value, Iterable) or isinstance(value, Mapping):
+        raise TypeError(f"{argument}: expected a list of names, got {type(value).__name__} {value!r}")
+    names = list(value)
+    if bad := [v for v in names if not isinstance(v, str) or not v.strip()]:
+        raise TypeError(f"{argument}: expected a list of non-empty strings, got {bad[0]!r} in it")
+    return names

@@ -10,6 +10,15 @@ are then split into *copies* of the corpus: two folders that hold the same utter
 are two copies (for example EmoDB and an unaltered subset of it), and each copy becomes
 one corpus in the manifest. Unreadable files are reported with their reason and left out;
 the rest of the corpus is still listed.
+
+Folders reached through a symbolic link are scanned (data kept on another disk is the usual
+case), each real folder once: a second link to a folder already seen, or a link back to an
+ancestor, is skipped. Paths in the manifest are kept as reached below the root, through the
+link, so they follow the user's layout and stay valid while the link does.
+
+Every row carries its ``content`` key (:func:`emolingua.fileio.content_key`, the key of the
+feature store); files with the same bytes under several paths are listed in
+:attr:`ScanResult.duplicates`, and the split protocols keep them on one side of every fold.
 """
 
 from __future__ import annotations
@@ -26,14 +35,18 @@ import numpy as np
 import pandas as pd
 
 from emolingua.audio import AudioError, is_audio_path, probe_audio
-from emolingua.corpora.base import CorpusReader, Utterance, get_reader, readers
+from emolingua.corpora.base import CorpusReader, Utterance, get_reader, name_list, readers
+from emolingua.errors import ConfigError, InputFileError
+from emolingua.fileio import atomic_write, content_keys
 from emolingua.taxonomy import prior
 
 __all__ = [
     "MANIFEST_COLUMNS",
     "CorpusSummary",
+    "DuplicateGroup",
     "FileError",
     "ScanResult",
+    "check_manifest_output",
     "find_audio_files",
     "read_manifest",
     "scan_corpora",
@@ -42,14 +55,16 @@ __all__ = [
 
 MANIFEST_COLUMNS = [
     "path", "corpus", "reader", "language", "speaker", "gender", "label", "label_native", "intensity",
-    "text_id", "duration", "sample_rate", "arousal", "valence", "dominance", "av_source",
+    "text_id", "duration", "sample_rate", "arousal", "valence", "dominance", "av_source", "content",
 ]  # fmt: skip
 
 
 _TEXT_COLUMNS = frozenset(
     {"path", "corpus", "reader", "language", "speaker", "gender", "label", "label_native", "intensity", "text_id",
-     "av_source"}
+     "av_source", "content"}
 )  # fmt: skip
+_FORMATS = (".parquet", ".csv", ".jsonl")
+_HOW_TO_WRITE = "write one with `emolingua corpora scan ROOT -o manifest.parquet`"
 
 
 @dataclass(frozen=True)
@@ -74,22 +89,55 @@ class CorpusSummary:
     errors: list[FileError] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Manifest rows whose files hold the same bytes: their content key, corpora and paths."""
+
+    content: str
+    corpora: list[str]
+    paths: list[str]
+
+
 @dataclass
 class ScanResult:
     manifest: pd.DataFrame
     corpora: list[CorpusSummary]
+    duplicates: list[DuplicateGroup] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps({"corpora": [asdict(c) for c in self.corpora]}, indent=2, ensure_ascii=False)
+        return json.dumps({"corpora": [asdict(c) for c in self.corpora],
+                           "duplicates": [asdict(d) for d in self.duplicates]}, indent=2, ensure_ascii=False)  # fmt: skip
+
+    def duplicate_counts(self) -> dict[str, int]:
+        """Groups of duplicates per corpus, or per ``a+b`` for groups that span corpora."""
+        return dict(sorted(Counter("+".join(d.corpora) for d in self.duplicates).items()))
 
 
 def find_audio_files(root: str | os.PathLike) -> list[Path]:
-    """Every file below ``root`` with an audio extension, sorted."""
+    """Every file below ``root`` with an audio extension, sorted; linked folders are followed,
+    each real folder once (so a link to an ancestor cannot loop)."""
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen = {_identity(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            # marked when listed, not when entered: the copy nearest the root wins over deeper links
+            identity = _identity(os.path.join(dirpath, d))
+            if identity is not None and identity not in seen:
+                seen.add(identity)
+                keep.append(d)
+        dirnames[:] = keep
         found.extend(Path(dirpath, f) for f in filenames if is_audio_path(f) and not f.startswith("."))
     return sorted(found)
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The real folder behind ``path`` (device, inode); None for a broken link."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _claim(path: Path, candidates: Sequence[CorpusReader]) -> tuple[CorpusReader, Utterance] | None:
@@ -164,10 +212,7 @@ def _probe_all(paths: list[Path], workers: int) -> list[object]:
 
 
 def _load_ratings(path: str | os.PathLike) -> pd.DataFrame:
-    ratings = read_manifest(path)
-    if "path" not in ratings.columns:
-        raise ValueError(f"{path}: a ratings file needs a 'path' column (and arousal/valence columns)")
-    return ratings
+    return read_manifest(path, what="ratings file")
 
 
 def scan_corpora(
@@ -179,16 +224,21 @@ def scan_corpora(
 ) -> ScanResult:
     """Scan ``root`` for every supported corpus (or only ``corpora``) and build the manifest.
 
-    ``ratings`` is an optional CSV/Parquet/JSONL with ``path`` and ``arousal`` / ``valence``
-    columns on the 0..1 scale of :mod:`emolingua.taxonomy`; its values override the priors
-    (matched on the resolved path, else on the file stem).
+    ``corpora`` is a list of reader names (``None``: every registered reader); an unknown
+    name raises :class:`~emolingua.errors.ConfigError` naming the known ones. ``ratings`` is
+    an optional CSV/Parquet/JSONL with ``path`` and ``arousal`` / ``valence`` columns on the
+    0..1 scale of :mod:`emolingua.taxonomy`; its values override the priors (matched on the
+    resolved path, else on the file stem).
 
     >>> res = scan_corpora(root="corpora", corpora=["emodb"])      # doctest: +SKIP
+    >>> res.duplicates                                              # doctest: +SKIP
     """
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root: expected a folder path, got {type(root).__name__} {root!r}")
     root_path = Path(root).resolve()
     if not root_path.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
-    candidates = [get_reader(n) for n in corpora] if corpora else [cls() for cls in readers().values()]
+        raise InputFileError(f"{root}: not a folder; give the folder that holds the corpora")
+    candidates = _readers_for(corpora)
 
     claimed: dict[str, list[tuple[Path, Utterance]]] = defaultdict(list)
     unclaimed: list[Path] = []
@@ -242,6 +292,8 @@ def scan_corpora(
         summaries.append(summary)
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    keys = content_keys(manifest["path"].tolist(), workers=workers)
+    manifest["content"] = pd.Series([k or "" for k in keys], dtype=object)  # "": unreadable since its probe
     if rating_table is not None:
         manifest = _apply_ratings(manifest, rating_table)
     for summary in summaries:
@@ -254,7 +306,29 @@ def scan_corpora(
         summary.unlabelled = len(part) - len(labelled)
     summaries.sort(key=lambda s: s.name)
     manifest = manifest.sort_values(["corpus", "path"], kind="stable").reset_index(drop=True)
-    return ScanResult(manifest=manifest, corpora=summaries)
+    return ScanResult(manifest=manifest, corpora=summaries, duplicates=_duplicates(manifest))
+
+
+def _readers_for(corpora: object) -> list[CorpusReader]:
+    """The readers to scan with: every registered one for ``None``, else the named ones."""
+    known = readers()
+    if corpora is None:
+        return [cls() for cls in known.values()]
+    names = name_list(corpora, argument="corpora")
+    if not names:
+        raise ValueError("corpora: empty list; name at least one corpus, or pass None for every corpus")
+    if unknown := [n for n in names if n not in known]:
+        raise ConfigError(f"unknown corpus {', '.join(map(repr, unknown))}; known corpora: {', '.join(sorted(known))}")
+    return [get_reader(n) for n in dict.fromkeys(names)]
+
+
+def _duplicates(manifest: pd.DataFrame) -> list[DuplicateGroup]:
+    """Groups of rows with the same (known) content key, in a stable order."""
+    content = manifest["content"]
+    shared = manifest[(content != "") & content.duplicated(keep=False)]
+    groups = [DuplicateGroup(content=str(key), corpora=sorted(set(rows["corpus"])), paths=sorted(rows["path"]))
+              for key, rows in shared.groupby("content", sort=False)]  # fmt: skip
+    return sorted(groups, key=lambda g: (g.corpora, g.paths))
 
 
 def _row(reader: CorpusReader, corpus: str, path: Path, utt: Utterance, info: object) -> dict[str, object]:
@@ -300,36 +374,84 @@ def _apply_ratings(manifest: pd.DataFrame, ratings: pd.DataFrame) -> pd.DataFram
     return out
 
 
-def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write by extension: ``.parquet``, ``.csv`` or ``.jsonl``."""
-    p = Path(path)
+def _manifest_format(p: Path, *, what: str) -> str:
     suffix = p.suffix.lower()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    if suffix == ".parquet":
-        manifest.to_parquet(tmp, index=False)
-    elif suffix == ".csv":
-        manifest.to_csv(tmp, index=False)
-    elif suffix == ".jsonl":
-        manifest.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    else:
-        raise ValueError(f"{p}: unknown manifest format {suffix!r}; use .parquet, .csv or .jsonl")
-    os.replace(tmp, p)
+    if suffix not in _FORMATS:
+        raise InputFileError(f"{p}: unknown {what} format {suffix or '(no extension)'!r}; use .parquet, .csv or .jsonl")
+    return suffix
+
+
+def check_manifest_output(path: str | os.PathLike) -> Path:
+    """Fail now, before any work, if a manifest cannot be written at ``path``."""
+    p = Path(path)
+    _manifest_format(p, what="manifest")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a folder; give a file name such as {p / 'manifest.parquet'}")
+    folder = next((f for f in (p.parent, *p.parent.parents) if f.exists()), Path("."))
+    if not folder.is_dir():
+        raise InputFileError(f"{p}: cannot create the folder, {folder} is a file; choose another location")
+    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise InputFileError(f"{p}: not writable (permission denied on {p if p.exists() else folder}); "
+                             "choose another location")  # fmt: skip
     return p
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a manifest (or any table) written by :func:`write_manifest`."""
-    p = Path(path)
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write by extension: ``.parquet``, ``.csv`` or ``.jsonl``; atomically (a reader sees the
+    old file or the whole new one). An unwritable location raises InputFileError naming it."""
+    p = check_manifest_output(path)
     suffix = p.suffix.lower()
+    try:
+        with atomic_write(p, "wb") as f:
+            if suffix == ".parquet":
+                manifest.to_parquet(f, index=False)
+            elif suffix == ".csv":
+                manifest.to_csv(f, index=False, encoding="utf-8")
+            else:
+                manifest.to_json(f, orient="records", lines=True, force_ascii=False)
+    except OSError as exc:  # a full disk, a read-only mount, a race with the checks above
+        raise InputFileError(f"{p}: cannot write the manifest ({exc.strerror or exc}); choose another location") from exc
+    return p
+
+
+def read_manifest(path: str | os.PathLike, *, what: str = "manifest") -> pd.DataFrame:
+    """Read a manifest (or a ratings table) written by :func:`write_manifest`.
+
+    A file that is missing, unreadable, damaged, of an unknown format or without a ``path``
+    column raises :class:`~emolingua.errors.InputFileError` with one line naming the file
+    and the reason. A manifest written before ``content`` existed reads as it was (the
+    split protocols then find duplicates themselves).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__} {path!r}")
+    p = Path(path)
+    suffix = _manifest_format(p, what=what)
+    hint = _HOW_TO_WRITE if what == "manifest" else "it needs a path column and arousal / valence columns"
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file; {hint}")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a folder, not a {what} file; {hint}")
+    if p.stat().st_size == 0:
+        raise InputFileError(f"{p}: empty file; {hint}")
+    try:
+        df = _read_table(p, suffix)
+    except OSError as exc:
+        raise InputFileError(f"{p}: cannot read the {what} ({exc.strerror or exc}); check its permissions") from exc
+    except Exception as exc:  # the parsers raise many types (ArrowInvalid, ParserError, ValueError ...)
+        kind = {".parquet": "Parquet", ".csv": "CSV", ".jsonl": "JSON Lines"}[suffix]
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise InputFileError(f"{p}: not a {kind} file ({reason}); {hint}") from exc
+    if "path" not in df.columns:
+        columns = ", ".join(repr(str(c)[:30]) for c in df.columns[:8]) + (" ..." if len(df.columns) > 8 else "")
+        raise InputFileError(f"{p}: no 'path' column (columns: {columns or 'none'}); {hint}")
+    return df
+
+
+def _read_table(p: Path, suffix: str) -> pd.DataFrame:
     if suffix == ".parquet":
-        df = pd.read_parquet(p)
-    elif suffix == ".csv":
+        return pd.read_parquet(p)
+    if suffix == ".csv":
         header = pd.read_csv(p, nrows=0).columns
         text = {c: str for c in header if c in _TEXT_COLUMNS}
-        df = pd.read_csv(p, dtype=text, keep_default_na=False, na_values={c: [""] for c in header if c not in text})
-    elif suffix == ".jsonl":
-        df = pd.read_json(p, orient="records", lines=True, dtype={c: str for c in _TEXT_COLUMNS})
-    else:
-        raise ValueError(f"{p}: unknown table format {suffix!r}; use .parquet, .csv or .jsonl")
-    return df
+        return pd.read_csv(p, dtype=text, keep_default_na=False, na_values={c: [""] for c in header if c not in text})
+    return pd.read_json(p, orient="records", lines=True, dtype={c: str for c in _TEXT_COLUMNS})
