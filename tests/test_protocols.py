@@ -427,3 +427,194 @@ def test_unknown_transfer_protocol_names_the_known_ones():
 
     with pytest.raises(ValueError, match="leave-one-language-out"):
         make_transfer_splits(_multilingual(), protocol="leave-one-planet-out")
+
+
+# --------------------------------------------------------------------------- twins (issue 1.2)
+
+
+def _planted_twins() -> tuple[pd.DataFrame, list[set[str]]]:
+    """_manifest() with a content column and planted twin groups: within one speaker, across two
+    speakers (alpha 01/03), across three speakers by a chain (beta b1-b4-b2), and in duo (which
+    falls back to utterance folds)."""
+    m = _manifest()
+    m["content"] = [f"k{i}" for i in range(len(m))]
+    labelled = m[m["label"] != ""].sort_values("path")
+
+    def first(speaker: str, n: int = 1) -> list[str]:
+        return list(labelled.loc[labelled["speaker"] == speaker, "path"].iloc[:n])
+
+    groups = [set(first("alpha:01") + first("alpha:03")), set(first("alpha:05", 2)),
+              set(first("beta:b1") + first("beta:b4")), {first("beta:b4", 2)[1], first("beta:b2")[0]},
+              set(first("duo:m") + first("duo:f"))]  # fmt: skip
+    for i, group in enumerate(groups):
+        m.loc[m["path"].isin(group), "content"] = f"twin{i}"
+    return m, groups
+
+
+def _assert_twins_share_roles(splits: pd.DataFrame, groups: list[set[str]], by: list[str]) -> None:
+    for _, rows in splits.groupby(by):
+        for group in groups:
+            roles = set(rows.loc[rows["path"].isin(group), "role"])
+            assert len(roles) <= 1, (group, roles)
+
+
+@pytest.mark.parametrize("protocol", ["loso", "speaker-kfold:3", "random:70/10/20"])
+def test_twins_take_one_role_in_every_fold(protocol):
+    m, groups = _planted_twins()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", SplitNote)
+        splits = make_splits(m, protocol=protocol, seed=2)
+    _assert_twins_share_roles(splits, groups, ["corpus", "fold"])
+    _assert_speaker_independent_where_claimed(splits)
+    if protocol == "random:70/10/20":  # twins are kept, not dropped
+        assert set(splits["path"]) == set(m.loc[m["label"] != "", "path"])
+    else:
+        for corpus in ("alpha", "beta", "duo"):
+            _assert_tested_once(splits, m, corpus)
+        notes = " ".join(str(w.message) for w in record)
+        assert "alpha: speakers 'alpha:01', 'alpha:03' share byte-identical files" in notes
+        assert "beta: speakers 'beta:b1', 'beta:b2', 'beta:b4' share" in notes
+        assert splits.loc[splits["corpus"] != "duo", "speaker_independent"].all()
+    if protocol == "loso":  # merged speakers are one fold: 8 - 1 and 5 - 2
+        assert splits.groupby("corpus")["fold"].nunique().to_dict() == {"alpha": 7, "beta": 3, "duo": 5}
+
+
+def test_rows_listing_one_path_twice_take_one_role():
+    m = _manifest()
+    twice = m[(m["corpus"] == "duo") & (m["label"] != "")].iloc[:3]
+    m = pd.concat([m, twice], ignore_index=True)
+    splits = _splits(m, protocol="loso", seed=1)
+    _assert_twins_share_roles(splits, [{p} for p in twice["path"]], ["corpus", "fold"])
+    for _, fold in splits[splits["corpus"] == "duo"].groupby("fold"):
+        assert fold["path"].isin(twice["path"]).sum() == 6  # both rows of each path are kept
+
+
+def test_without_a_content_column_twins_come_from_the_files(tmp_path):
+    rows = _rows("solo", {"a": {c: 6 for c in CLASSES}, "b": {c: 6 for c in CLASSES}})  # utterance folds
+    for i, row in enumerate(rows):
+        row["path"] = str(tmp_path / f"{i:03d}.wav")
+        Path(row["path"]).write_bytes(f"audio {i}".encode())
+    Path(rows[0]["path"]).write_bytes(b"the same bytes")
+    Path(rows[-1]["path"]).write_bytes(b"the same bytes")  # speaker a and speaker b, two labels
+    m = pd.DataFrame(rows)
+    for seed in range(5):
+        for protocol in ("loso", "random:60/20/20"):
+            splits = _splits(m, protocol=protocol, seed=seed)
+            _assert_twins_share_roles(splits, [{rows[0]["path"], rows[-1]["path"]}], ["corpus", "fold"])
+
+
+def test_emobox_twin_listed_in_train_leaves_the_fold(emobox):
+    folder, manifest = emobox
+    manifest = manifest.copy()
+    manifest["content"] = manifest["path"]
+    test_row = "/corpora/CASIA/liuchanhg/angry/201.flac"  # in test of fold 1, train of the others
+    train_row = "/corpora/CASIA/wangzhe/neutral/239.flac"
+    manifest.loc[manifest["path"].isin([test_row, train_row]), "content"] = "same"
+    with pytest.warns(SplitNote, match="casia: fold 1: 1 row\\(s\\) left out, byte-identical"):
+        splits = make_splits(manifest, protocol=f"emobox:{folder}", seed=0)
+    casia = splits[splits["corpus"] == "casia"]
+    _assert_twins_share_roles(casia, [{test_row, train_row}], ["fold"])
+    fold1 = casia[casia["fold"] == 1].set_index("path")["role"]
+    assert fold1[test_row] == "test" and train_row not in fold1.index
+
+
+@pytest.mark.parametrize("protocol", ["leave-one-corpus-out", "leave-one-language-out", "few-shot:0,2"])
+def test_transfer_keeps_twins_together_across_corpora_and_speakers(protocol):
+    from emolingua.protocols import make_transfer_splits
+
+    m = _multilingual()
+    m["content"] = m["path"]
+    lab = m[m["label"].isin(["angry", "happy"])].sort_values("path")
+    pick = lambda corpus, speaker, i=0: lab.loc[(lab["corpus"] == corpus) & (lab["speaker"] == f"{corpus}:{speaker}"), "path"].iloc[i]  # noqa: E731
+    groups = [{pick("alpha", "s0"), pick("epsilon", "s1")},  # across corpora and languages
+              {pick("delta", "s0"), pick("delta", "s2")},  # one corpus, two speakers
+              {pick("gamma", "s1"), pick("gamma", "s3"), pick("alpha", "s2")}]  # fmt: skip
+    for i, group in enumerate(groups):
+        m.loc[m["path"].isin(group), "content"] = f"twin{i}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitNote)
+        splits = make_transfer_splits(m, protocol=protocol, repeats=2)
+    assert not splits.empty
+    _assert_twins_share_roles(splits, groups, ["fold"])
+    for _, fold in splits.groupby("fold"):
+        test = fold[fold["role"] == "test"]
+        seen = fold[fold["role"] != "test"]
+        assert not set(m.set_index("path").loc[test["path"], "content"]) & set(m.set_index("path").loc[seen["path"], "content"])
+        assert not set(test["speaker"]) & set(seen["speaker"])
+
+
+# --------------------------------------------------------------------------- SI / SD (issue 1.6)
+
+
+def test_leave_one_language_out_is_speaker_independent_with_a_two_speaker_source():
+    """Old code: 'pair' (two speakers) gets its valid rows by utterance, so its speakers sit in train
+    and valid, and that marked every fold it is a source of as SD, though no test speaker is seen."""
+    from emolingua.protocols import make_transfer_splits
+
+    rng = np.random.default_rng(5)
+    spk = lambda n: {f"s{i}": {c: int(rng.integers(3, 6)) for c in CLASSES} for i in range(n)}  # noqa: E731
+    m = pd.DataFrame(_rows("alpha", spk(6)) + _rows("gamma", spk(5)) + _rows("pair", spk(2)))
+    m["language"] = m["corpus"].map({"alpha": "aa", "gamma": "gg", "pair": "pp"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitNote)
+        splits = make_transfer_splits(m, protocol="leave-one-language-out")
+    assert set(splits["target"]) == {"aa", "gg", "pp"}
+    pair_valid = splits[(splits["corpus"] == "pair") & (splits["role"] == "valid")]
+    assert len(pair_valid), "the two-speaker source must get an utterance-level valid set"
+    for _, fold in splits.groupby("fold"):
+        test = set(fold.loc[fold["role"] == "test", "speaker"])
+        seen = set(fold.loc[fold["role"] != "test", "speaker"])
+        assert fold["speaker_independent"].all() == (not test & seen) == True  # noqa: E712
+
+
+def test_speaker_independent_is_read_from_the_roles():
+    m = _manifest()
+    splits = _splits(m, protocol="loso")
+    _assert_speaker_independent_where_claimed(splits)
+    # one utterance per speaker: a random split cannot share a speaker across roles
+    single = pd.DataFrame(_rows("single", {f"s{i:02d}": {CLASSES[i % 4]: 1} for i in range(40)}))
+    assert _splits(single, protocol="random:70/10/20")["speaker_independent"].all()
+    # a missing speaker id in train of the test corpus could be a test speaker
+    fold = _splits(m[m["corpus"] == "alpha"], protocol="loso")
+    unknown = fold[(fold["fold"] == 1) & (fold["role"] == "train")]["path"].iloc[0]
+    m2 = m.copy()
+    m2.loc[m2["path"] == unknown, "speaker"] = ""
+    assert not _splits(m2[m2["corpus"] == "alpha"], protocol="loso")["speaker_independent"].any()
+
+
+# --------------------------------------------------------------------------- arguments (section 2)
+
+
+@pytest.mark.parametrize("kwargs, error, argument", [
+    ({"protocol": None}, TypeError, "protocol"),
+    ({"protocol": ["loso"]}, TypeError, "protocol"),
+    ({"protocol": "loso", "stratify_on": None}, TypeError, "stratify_on"),
+    ({"protocol": "loso", "seed": -1}, ConfigError, "seed"),
+    ({"protocol": "loso", "seed": "abc"}, ConfigError, "seed"),
+    ({"protocol": "loso", "valid_fraction": 1.5}, ConfigError, "valid_fraction"),
+])  # fmt: skip
+def test_make_splits_arguments_are_named(kwargs, error, argument):
+    with pytest.raises(error, match=f"^{argument}: "):
+        make_splits(_manifest(), **kwargs)
+    with pytest.raises(TypeError, match="^manifest: "):
+        make_splits("manifest.parquet", protocol="loso")
+
+
+@pytest.mark.parametrize("kwargs, error, argument", [
+    ({"labels": "angry"}, TypeError, "labels"),
+    ({"labels": None}, TypeError, "labels"),
+    ({"labels": ("angry", 3)}, TypeError, "labels"),
+    ({"shots": 5}, TypeError, "shots"),
+    ({"shots": "5"}, TypeError, "shots"),
+    ({"shots": (1, -2)}, ConfigError, "shots"),
+    ({"repeats": 0}, ConfigError, "repeats"),
+    ({"seed": None}, ConfigError, "seed"),
+    ({"target_column": ["label"]}, TypeError, "target_column"),
+])  # fmt: skip
+def test_make_transfer_splits_arguments_are_named(kwargs, error, argument):
+    from emolingua.protocols import make_transfer_splits
+
+    with pytest.raises(error, match=f"^{argument}: "):
+        make_transfer_splits(_multilingual(), **{"protocol": "few-shot", **kwargs})
+    with pytest.raises(TypeError, match="^protocol: "):
+        make_transfer_splits(_multilingual(), protocol=None)

@@ -212,7 +212,7 @@ def make_splits(
     for corpus, rows in table.groupby("corpus", sort=True):
         rows = rows.sort_values("path", kind="stable").reset_index(drop=True)  # input order must not matter
         eligible = rows[rows["_y"] != ""].reset_index(drop=True)
-        eligible["_unit"] = _speaker_units(eligible, note=proto.name != "random")
+        eligible["_unit"] = _speaker_units(eligible, note=None if proto.name == "random" else f"{corpus}: ")
         if proto.name == "emobox":
             folds = _emobox_folds(rows, eligible, Path(proto.folder), seed, valid_fraction)
         elif eligible.empty:
@@ -309,28 +309,32 @@ def _twin_groups(paths: np.ndarray, content: np.ndarray) -> np.ndarray:
     return _components(len(paths), [*_first_links(paths), *_first_links(content)])
 
 
-def _speaker_units(rows: pd.DataFrame, *, note: bool = False) -> np.ndarray:
+def _speaker_units(rows: pd.DataFrame, *, note: str | None = None) -> np.ndarray:
     """Each row's speaker split unit: its speaker, where speakers linked by twins form one unit
-    named by the first of them (so no speaker grouping can put two twins apart)."""
+    named by the first of them (so no speaker grouping can put two twins apart). With ``note``
+    (a prefix), each merge is reported."""
     codes, names = pd.factorize(rows["speaker"].to_numpy(), sort=True)
-    by_twin = pd.Series(codes).groupby(rows["_twin"].to_numpy()).unique()
-    links = [(int(group[0]), int(other)) for group in by_twin for other in group[1:]]
+    pairs = pd.DataFrame({"twin": rows["_twin"].to_numpy(), "speaker": codes}).drop_duplicates()
+    shared = pairs[pairs["twin"].duplicated(keep=False)]  # twin groups spanning speakers
+    links = list(zip(shared.groupby("twin")["speaker"].transform("first"), shared["speaker"]))
     if not links:
         return rows["speaker"].to_numpy()
     roots = _components(len(names), links)
-    if note:
+    if note is not None:
         for root in sorted(set(roots[roots != np.arange(len(names))])):
             merged = ", ".join(repr(names[i]) for i in np.flatnonzero(roots == root))
-            _note(f"{rows['corpus'].iat[0]}: speakers {merged} share byte-identical files; split as one speaker")
+            _note(f"{note}speakers {merged} share byte-identical files; split as one speaker")
     return np.asarray(names, dtype=object)[roots][codes]
 
 
 def _drop_twin_conflicts(rows: pd.DataFrame, roles: np.ndarray, *, where: str, fold: int) -> np.ndarray:
     """Roles where no twin group holds two roles: copies in a weaker role than the group's
     strongest (train < valid < test) leave the fold."""
-    rank = np.array([{"train": 1, "valid": 2, "test": 3}.get(r, 0) for r in roles])
-    top = pd.Series(rank).groupby(rows["_twin"].to_numpy()).transform("max").to_numpy()
-    drop = (rank > 0) & (rank < top)
+    rank = np.select([roles == "train", roles == "valid", roles == "test"], [1, 2, 3], 0)
+    twin = rows["_twin"].to_numpy()
+    top = np.zeros(twin.max() + 1 if len(twin) else 0, dtype=rank.dtype)
+    np.maximum.at(top, twin, rank)
+    drop = (rank > 0) & (rank < top[twin])
     if not drop.any():
         return roles
     _note(f"{where}: fold {fold}: {int(drop.sum())} row(s) left out, byte-identical to a row in a stronger role "
@@ -376,7 +380,8 @@ def _speaker_independent(speakers: np.ndarray, origin: np.ndarray, roles: np.nda
     speaker, so it counts as shared."""
     test = roles == "test"
     seen = ~test
-    if (speakers[test] == "").any() or (speakers[seen] == "")[np.isin(origin[seen], origin[test])].any():
+    near_test = pd.Series(origin[seen]).isin(set(origin[test])).to_numpy()  # hashing: np.isin sorts objects
+    if (speakers[test] == "").any() or (speakers[seen] == "")[near_test].any():
         return False
     return set(speakers[test]).isdisjoint(speakers[seen])
 
@@ -495,7 +500,7 @@ def _carve_valid(
         chosen = _valid_speakers(speakers, rows["_y"].to_numpy()[pool], fraction, rng)
         if not chosen:
             _note(f"{corpus}: fold {fold} has a single training speaker, so no validation set")
-        roles[pool[np.isin(speakers, chosen)]] = "valid"
+        roles[pool[pd.Series(speakers).isin(chosen).to_numpy()]] = "valid"
     else:
         n_valid = min(len(reps) - 1, max(1, round(fraction * len(reps))))
         _, valid = _split_off(reps, rows["_y"].to_numpy()[reps], n_valid, int(rng.integers(2**31)))
@@ -593,7 +598,7 @@ def make_transfer_splits(
     table = table[table["_y"] != ""].sort_values("path", kind="stable").reset_index(drop=True)
     if labels:
         table = table[table["_y"].isin(labels)].reset_index(drop=True)
-    table["_unit"] = _speaker_units(table, note=True)
+    table["_unit"] = _speaker_units(table, note="")
     blocks = []
     fold = 0
     for target in sorted(set(table[group_of])):
