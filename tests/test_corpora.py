@@ -305,7 +305,7 @@ def _one_line_input_error(path, match):
 
 def test_read_manifest_missing_folder_empty_and_unknown_format(tmp_path):
     assert "emolingua corpora scan" in _one_line_input_error(tmp_path / "manifest.parquet", "no such file")
-    _one_line_input_error(tmp_path, "unknown manifest format")  # a folder has no extension
+    _one_line_input_error(tmp_path, "is a folder")
     (tmp_path / "dir.csv").mkdir()
     _one_line_input_error(tmp_path / "dir.csv", "is a folder")
     (tmp_path / "empty.csv").write_bytes(b"")

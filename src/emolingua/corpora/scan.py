@@ -425,12 +425,12 @@ def read_manifest(path: str | os.PathLike, *, what: str = "manifest") -> pd.Data
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path, got {type(path).__name__} {path!r}")
     p = Path(path)
-    suffix = _manifest_format(p, what=what)
     hint = _HOW_TO_WRITE if what == "manifest" else "it needs a path column and arousal / valence columns"
-    if not p.exists():
-        raise InputFileError(f"{p}: no such file; {hint}")
     if p.is_dir():
         raise InputFileError(f"{p}: is a folder, not a {what} file; {hint}")
+    suffix = _manifest_format(p, what=what)
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file; {hint}")
     if p.stat().st_size == 0:
         raise InputFileError(f"{p}: empty file; {hint}")
     try:
@@ -439,7 +439,8 @@ def read_manifest(path: str | os.PathLike, *, what: str = "manifest") -> pd.Data
         raise InputFileError(f"{p}: cannot read the {what} ({exc.strerror or exc}); check its permissions") from exc
     except Exception as exc:  # the parsers raise many types (ArrowInvalid, ParserError, ValueError ...)
         kind = {".parquet": "Parquet", ".csv": "CSV", ".jsonl": "JSON Lines"}[suffix]
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        reason = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__  # the parsers' first sentence
+        reason = reason if len(reason) <= 120 else reason[:119] + "…"
         raise InputFileError(f"{p}: not a {kind} file ({reason}); {hint}") from exc
     if "path" not in df.columns:
         columns = ", ".join(repr(str(c)[:30]) for c in df.columns[:8]) + (" ..." if len(df.columns) > 8 else "")
