@@ -277,11 +277,13 @@ def test_claims_held_by_live_owners_are_respected_and_stale_ones_taken_over(tmp_
         "elsewhere-old": ({"host": "another-host", "pid": 1, "time": old}, old, True),
         "empty-new": (None, now, False),
         "empty-old": (None, now - 120, True),
+        "garbled-new": ("[-1]", now, False),
+        "garbled-old": ('{"pid": -1}', now - 120, True),
     }
     try:
         for name, (owner, mtime, _) in owners.items():
             path = claims / f"{name}.claim"
-            path.write_text(json.dumps(owner) if owner else "")
+            path.write_text(owner if isinstance(owner, str) else json.dumps(owner) if owner else "")
             os.utime(path, (mtime, mtime))
         taken = {name for name in owners if store.claim(extractor=ex, name=name) is not None}
     finally:

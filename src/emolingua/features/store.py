@@ -213,15 +213,19 @@ class FeatureStore:
     def _stale(path: Path, timeout: float) -> bool:
         try:
             age = time.time() - path.stat().st_mtime
-            owner = json.loads(path.read_text())
         except FileNotFoundError:
             return True
-        except (OSError, ValueError):  # written by a process killed between creating and filling it
-            return age > 60
+        try:
+            owner = json.loads(path.read_text())
+            host, pid, start = owner["host"], int(owner["pid"]), owner.get("start")
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return age > 60  # empty or garbled: its writer died between creating and filling it
         if age > timeout:
             return True
-        if owner.get("host") == socket.gethostname():
-            return not _alive(int(owner.get("pid", -1)), owner.get("start"))
+        if host == socket.gethostname():
+            return pid <= 0 or not _alive(pid, start)
         return False
 
     @staticmethod
