@@ -112,3 +112,16 @@ def test_probe_catches_truncation_without_full_decode(tmp_path, tone):
 def test_is_audio_path():
     assert is_audio_path("x/Y.WAV") and is_audio_path("a.flac") and is_audio_path("b.aifc")
     assert not is_audio_path("data.tsv")
+
+
+def test_absurd_float_amplitude_is_rejected_with_its_peak(tmp_path):
+    path = tmp_path / "huge.wav"
+    sf.write(path, np.array([0.0, 1e19, -0.5], dtype=np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"absurd amplitude: peak 1e\+19"):
+        load_audio(path)
+
+
+def test_float_audio_a_little_over_full_scale_is_kept_as_it_is(tmp_path):
+    path = tmp_path / "hot.wav"
+    sf.write(path, np.array([0.0, 1.5, -2.0], dtype=np.float32), 16000, subtype="FLOAT")
+    assert np.array_equal(load_audio(path).samples, np.array([0.0, 1.5, -2.0], dtype=np.float32))

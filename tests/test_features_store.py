@@ -148,6 +148,8 @@ def test_kill_minus_9_loses_at_most_the_batch_in_flight(tmp_path, files, fake):
     store = FeatureStore(root=store_dir)
     survived = store.keys(extractor=ex)
     assert 0 < len(survived) < 24
+    # the dead run's claims are left behind: the rerun must take them over, not wait for them
+    assert list((store.folder(ex) / "claims").glob("*.claim"))
     rerun = extract_to_store(paths=files, extractor=ex, store=store, progress=False)
     assert rerun.skipped == len(survived) and rerun.done == 24 - len(survived)
     X, found = store.load_pooled(paths=files, extractor=ex)
@@ -163,3 +165,132 @@ def test_content_key_follows_content_not_name(tmp_path, tone):
     b.write_bytes(a.read_bytes())
     c = tone(tmp_path / "c.wav", seed=2)
     assert content_key(a) == content_key(b) != content_key(c)
+
+
+# -- byte-identical audio under several paths ---------------------------------------------------
+def test_every_row_of_the_same_content_gets_its_features(tmp_path, files, fake):
+    copy = tmp_path / "audio" / "copy_of_clip03.wav"
+    copy.write_bytes(open(files[3], "rb").read())
+    link = tmp_path / "audio" / "link_to_clip05.wav"
+    link.symlink_to(files[5])
+    paths = [*files, str(copy), str(link), files[7]]  # files[7] listed twice
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    summary = extract_to_store(paths=paths, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    assert (summary.done, summary.failed) == (24, 0)  # each content computed once
+    X, found = store.load_pooled(paths=paths, extractor=ex)
+    assert found.all()
+    assert np.array_equal(X[24], X[3]) and np.array_equal(X[25], X[5]) and np.array_equal(X[26], X[7])
+    assert sum(len(k) for k in store.shard_keys(extractor=ex).values()) == 24
+    _, found_f, frames = store.load(keys=[content_key(files[3]), content_key(copy)], extractor=ex, frames=True)
+    assert found_f.all() and len(frames) == 2
+
+
+# -- a damaged store is reported, then healed -----------------------------------------------------
+def _failures(store, ex):
+    return (store.folder(ex) / "failures.jsonl").read_text()
+
+
+def test_info_reports_damage_instead_of_raising_and_the_next_run_heals(tmp_path, files, fake):
+    import json
+
+    bad = tmp_path / "audio" / "broken.wav"
+    bad.write_text("not audio")
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=[*files, str(bad)], extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    folder = store.folder(ex)
+    shard = sorted((folder / "shards").glob("*.npz"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    (folder / "extractor.json").write_text('{"spec": "test-fa')
+    with open(folder / "failures.jsonl", "a") as f:
+        f.write('{"path": "/half/writ')
+    (info,) = store.info()
+    problems = " | ".join(info.problems)
+    assert shard.name in problems and "extractor.json" in problems and "half-written" in problems
+    assert info.failures == 1 and 0 < info.entries < 24
+    assert shard.exists()  # listing repairs nothing
+
+    from typer.testing import CliRunner
+
+    from emolingua.cli import app
+
+    res = CliRunner().invoke(app, ["features", "list", "--store", str(store.root)])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+
+    with pytest.warns(UserWarning, match="damaged"):
+        rerun = extract_to_store(paths=[*files, str(bad)], extractor=ex, store=store, progress=False)
+    assert rerun.done > 0 and rerun.failed == 1
+    rows = [json.loads(line) for line in _failures(store, ex).splitlines()]  # every line whole again
+    assert [r["path"] for r in rows] == [str(bad)]  # the rerun's failure is not recorded twice
+    assert json.loads((folder / "extractor.json").read_text())["spec"] == "test-fake"
+    (healed,) = store.info()
+    assert healed.entries == 24 and healed.failures == 1
+    assert all("set aside" in p for p in healed.problems)  # only the note about the .damaged file
+
+
+def test_record_failures_keeps_each_path_and_reason_once(tmp_path, fake):
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    store.record_failures(extractor=ex, failures=[("a.wav", "x"), ("a.wav", "x"), ("b.wav", "y")])
+    store.record_failures(extractor=ex, failures=[("a.wav", "x"), ("a.wav", "z")])
+    assert _failures(store, ex).count("a.wav") == 2 and _failures(store, ex).count("b.wav") == 1
+
+
+# -- arguments that are not lists -----------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["a/string", None, 3, b"a/bytes"])
+def test_a_bare_path_none_or_number_is_a_type_error_naming_the_argument(tmp_path, fake, bad):
+    store = FeatureStore(root=tmp_path / "store")
+    with pytest.raises(TypeError, match="paths"):
+        store.load_pooled(paths=bad, extractor=fake.Fake())
+    with pytest.raises(TypeError, match="paths"):
+        extract_to_store(paths=bad, extractor=fake.Fake(), store=store, progress=False)
+    with pytest.raises(TypeError, match="keys"):
+        store.load(keys=bad, extractor=fake.Fake())
+
+
+def test_a_list_holding_a_non_path_is_a_type_error(tmp_path, fake):
+    with pytest.raises(TypeError, match=r"paths\[1\]"):
+        FeatureStore(root=tmp_path).load_pooled(paths=["a.wav", None], extractor=fake.Fake())
+
+
+# -- claims ---------------------------------------------------------------------------------------
+def test_claims_held_by_live_owners_are_respected_and_stale_ones_taken_over(tmp_path, fake):
+    import json
+    import socket
+
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    claims = store.folder(ex) / "claims"
+    claims.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    here, now, old = socket.gethostname(), time.time(), time.time() - 10 * 3600
+    owners = {
+        "dead": ({"host": here, "pid": dead.pid, "time": now}, now, True),
+        "live": ({"host": here, "pid": live.pid, "time": now}, now, False),
+        "live-but-old": ({"host": here, "pid": live.pid, "time": old}, old, True),
+        "elsewhere": ({"host": "another-host", "pid": 1, "time": now}, now, False),
+        "elsewhere-old": ({"host": "another-host", "pid": 1, "time": old}, old, True),
+        "empty-new": (None, now, False),
+        "empty-old": (None, now - 120, True),
+        "garbled-new": ("[-1]", now, False),
+        "garbled-old": ('{"pid": -1}', now - 120, True),
+    }
+    try:
+        for name, (owner, mtime, _) in owners.items():
+            path = claims / f"{name}.claim"
+            path.write_text(owner if isinstance(owner, str) else json.dumps(owner) if owner else "")
+            os.utime(path, (mtime, mtime))
+        taken = {name for name in owners if store.claim(extractor=ex, name=name) is not None}
+    finally:
+        live.kill()
+        live.wait()
+    assert taken == {name for name, (_, _, stale) in owners.items() if stale}
+    assert json.loads((claims / "dead.claim").read_text())["pid"] == os.getpid()
+    assert store.claim(extractor=ex, name="dead") is None  # now ours, and we are alive
+    store.release(claims / "dead.claim")
+    assert store.claim(extractor=ex, name="dead") is not None

@@ -4,8 +4,17 @@
 >>> clip = load_audio("speech.flac", sample_rate=16000)        # doctest: +SKIP
 >>> clip.samples.shape, clip.original_rate, clip.duration       # doctest: +SKIP
 
-Every failure (missing, empty, corrupt, not audio, non-finite samples) raises
-:class:`AudioError`, which carries the path and a human reason.
+Every failure (missing, empty, corrupt, not audio, non-finite samples, absurd amplitude)
+raises :class:`AudioError`, which carries the path and a human reason.
+
+Absurd amplitudes are rejected, not normalised. Samples are expected in -1..1: integer
+formats cannot leave that range, and float files (float WAV, AIFF-C, ...) normally stay in
+it. A float file may go a little over full scale (kept as it is), but one whose peak exceeds
+:data:`MAX_PEAK` (100, i.e. 40 dB over full scale; one seen in the wild reached 1e19) is
+broken or wrongly scaled: no extractor is calibrated for it (whisper's int8 path raises,
+MFCCs overflow to NaN), and silently rescaling it would hide the defect and make its
+features depend on a guess. Such a file fails with a reason naming its peak, so the user
+can rescale it.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ __all__ = [
     "load_audio",
     "probe_audio",
 ]
+
+#: Largest finite sample magnitude accepted (40 dB over full scale); see the module docstring.
+MAX_PEAK = 100.0
 
 #: File endings treated as audio when scanning folders (what libsndfile decodes).
 AUDIO_EXTENSIONS = frozenset(
@@ -138,6 +150,10 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = 16000, mono
         raise AudioError(p, f"truncated: header promises {frames} samples, decoded {len(data)}")
     if not np.isfinite(data).all():
         raise AudioError(p, "audio contains NaN or infinite samples")
+    peak = max(float(data.max()), -float(data.min()))
+    if peak > MAX_PEAK:
+        raise AudioError(p, f"absurd amplitude: peak {peak:.3g}; float samples are expected in -1..1 "
+                            f"(this is over 40 dB above full scale): rescale the file")  # fmt: skip
     samples = data.mean(axis=1) if mono else data
     out_rate = rate if sample_rate is None else int(sample_rate)
     if out_rate != rate:

@@ -1,21 +1,42 @@
-"""Fill a feature store from a list of audio files: resumable, batched, with progress.
+"""Fill a feature store from a list of audio files: resumable, shared, batched, with progress.
 
 >>> summary = extract_to_store(paths=manifest.path, extractor=get_extractor("whisper-base"),
 ...                            store=FeatureStore(root="features"))   # doctest: +SKIP
 
-Files are hashed, those already in the store are skipped, the rest are sorted by length and
-cut into batches of about ``batch_seconds`` of audio; decoding of the next batch overlaps
-the model's work on this one. Every batch is written as one atomic shard, so a killed run
-loses at most the batch in flight and a rerun resumes. A file that fails to decode is
-reported with its reason and the run goes on.
+Files are hashed and every distinct content is computed once (a copy, a symbolic link or a
+path listed twice shares the entry, and :meth:`FeatureStore.load` gives it to every row).
+The contents are sorted by length (then key) and cut into batches of about
+``batch_seconds`` of audio. The batches depend on the set of files only, not on what is
+already stored, so processes working on the same list see the same batches: each batch is
+claimed in the store before it is decoded, the claimed batch's keys are checked against the
+store once more, and only what is still missing is computed. Two processes (or ``workers``)
+on one store therefore share the work, each clip computed once (give or take one batch when
+a stale claim is taken over by two at once). A process ends when every batch is stored: it
+waits for batches others hold, and takes over those whose owner died.
+
+Decoding and resampling run in a thread one batch ahead of the model. Every batch is written
+as one atomic shard, so a killed run loses at most the batch in flight and a rerun resumes.
+
+Failures stay with their clip and are recorded with path and reason (in the summary and in
+the store's ``failures.jsonl``) while the rest of the batch is stored: a file that fails to
+decode (see :func:`emolingua.audio.load_audio`, which also rejects absurd float amplitudes),
+an extractor error (the batch is then retried clip by clip, so one file cannot block a
+batch, nor every rerun at the same place), and features holding NaN or infinity (never
+stored). A configuration error (:class:`~emolingua.errors.EmolinguaError`) stops the run.
+
+Cores are never oversubscribed: ``workers`` is capped at the cores this process may use, and
+with several workers an extractor whose ``threads`` option is unset gets
+``cores // workers`` threads in each (one worker and no ``threads``: the extractor decides).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,10 +44,25 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from emolingua.audio import AudioError, load_audio, probe_audio
-from emolingua.features.base import FeatureExtractor, get_extractor
-from emolingua.features.store import FeatureStore, content_keys
+from emolingua.errors import ConfigError, EmolinguaError
+from emolingua.features.base import FeatureExtractor, Features
+from emolingua.features.store import FeatureStore, content_keys, path_list
 
-__all__ = ["ExtractSummary", "default_store_dir", "extract_to_store"]
+__all__ = ["ExtractSummary", "default_store_dir", "duration_batches", "extract_to_store"]
+
+#: Batches decoded ahead of the one the model works on.
+DECODE_AHEAD = 1
+#: Seconds between looks at batches other processes hold.
+POLL_SECONDS = 0.5
+
+NON_FINITE = "the extractor produced NaN or infinite features (not stored); the audio may be extreme or broken"
+
+#: One clip to compute: its content key and every path holding that content.
+Item = tuple[str, tuple[str, ...]]
+#: A batch: its name (from the keys of the whole batch, the same in every process) and what it still lacks.
+Batch = tuple[str, list[Item]]
+#: Progress of one batch: audio seconds computed, clips computed, clips found stored, failures.
+OnBatch = Callable[[float, int, int, list[tuple[str, str]]], None]
 
 
 def default_store_dir() -> Path:
@@ -37,6 +73,8 @@ def default_store_dir() -> Path:
 
 @dataclass
 class ExtractSummary:
+    """What a run did: clips (distinct contents) computed, already stored, failed with reasons (per path)."""
+
     done: int = 0
     skipped: int = 0
     failed: int = 0
@@ -67,6 +105,25 @@ def duration_batches(order: list[int], durations: list[float], *, batch_seconds:
     return batches
 
 
+def _cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _plan_workers(*, workers: int, threads: int | None, cores: int) -> tuple[int, int | None]:
+    """Workers capped at ``cores``, and threads per worker so that workers x threads <= cores.
+
+    Threads given explicitly are kept; one worker without threads leaves them to the extractor.
+    """
+    n = max(1, min(workers, cores))
+    if n > 1 and threads is None:
+        threads = max(1, cores // n)
+    return n, threads
+
+
 def _duration(path: str, known: float | None) -> float:
     """The manifest's duration when it has one, else the header's (0 for unreadable files)."""
     if known is not None and np.isfinite(known):
@@ -77,6 +134,11 @@ def _duration(path: str, known: float | None) -> float:
         return 0.0
 
 
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
 def _decode(paths: list[str], sample_rate: int) -> list[tuple[np.ndarray | None, str | None]]:
     out: list[tuple[np.ndarray | None, str | None]] = []
     for p in paths:
@@ -84,38 +146,106 @@ def _decode(paths: list[str], sample_rate: int) -> list[tuple[np.ndarray | None,
             out.append((load_audio(p, sample_rate=sample_rate).samples, None))
         except AudioError as exc:
             out.append((None, exc.reason))
+        except Exception as exc:  # an unforeseen decoder error is still one file's problem
+            out.append((None, f"could not decode ({_describe(exc)})"))
     return out
 
 
-def _run_batches(
-    *,
-    extractor: FeatureExtractor,
-    store: FeatureStore,
-    batches: list[list[tuple[str, str]]],
-    on_batch: Callable[[float, int, list[tuple[str, str]]], None],
-) -> None:
-    """Decode ahead by one batch, extract, write one shard per batch."""
+def _finite(f: Features) -> bool:
+    return bool(np.isfinite(f.pooled).all()) and all(np.isfinite(v).all() for v in (f.frames or {}).values())
+
+
+def _extract_each(extractor: FeatureExtractor, clips: list[np.ndarray]) -> list[Features | str]:
+    """Features of each clip, or the reason it has none; a failing batch is retried clip by clip."""
+    try:
+        feats = extractor.extract(clips)
+        if len(feats) != len(clips):
+            raise RuntimeError(f"the extractor returned {len(feats)} results for {len(clips)} clips")
+    except EmolinguaError:
+        raise
+    except Exception as exc:
+        if len(clips) == 1:
+            return [f"extraction failed ({_describe(exc)})"]
+        return [r for clip in clips for r in _extract_each(extractor, [clip])]
+    return [f if _finite(f) else NON_FINITE for f in feats]
+
+
+def _batch_name(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
+
+
+def _run_batches(*, extractor: FeatureExtractor, store: FeatureStore, batches: list[Batch], on_batch: OnBatch) -> None:
+    """Claim, re-check, decode ahead, extract and store batches until none is left (see the module docstring)."""
+    pending = list(batches)
+    seen: set[str] = set()  # shards whose keys are in ``stored``
+    stored: set[str] = set()
+    held: set[Path] = set()
+
+    def take() -> tuple[list[Item], Path] | None:
+        """The next batch this process may compute, claimed and without what is stored by now."""
+        for batch in list(pending):
+            name, items = batch
+            claim = store.claim(extractor=extractor, name=name)
+            if claim is None:
+                continue
+            pending.remove(batch)
+            # after the claim: whoever held it before wrote its shard before letting it go
+            new = store.shard_keys(extractor=extractor, verify=False, skip=seen)
+            seen.update(new)
+            stored.update(k for keys in new.values() for k in keys)
+            todo = [item for item in items if item[0] not in stored]
+            if len(todo) < len(items):
+                on_batch(0.0, 0, len(items) - len(todo), [])
+            if todo:
+                held.add(claim)
+                return todo, claim
+            store.release(claim)
+        return None
+
+    window: deque[tuple[list[Item], Path, Future]] = deque()
     with ThreadPoolExecutor(max_workers=1) as decoder:
-        pending = decoder.submit(_decode, [p for p, _ in batches[0]], extractor.sample_rate) if batches else None
-        for bi, batch in enumerate(batches):
-            assert pending is not None
-            decoded = pending.result()
-            if bi + 1 < len(batches):
-                pending = decoder.submit(_decode, [p for p, _ in batches[bi + 1]], extractor.sample_rate)
-            good = [(key, samples) for (path, key), (samples, err) in zip(batch, decoded) if samples is not None]
-            failures = [(path, err) for (path, _), (_, err) in zip(batch, decoded) if err is not None]
-            if good:
-                feats = extractor.extract([s for _, s in good])
-                store.write(extractor=extractor, keys=[k for k, _ in good], features=feats)
-            if failures:
-                store.record_failures(extractor=extractor, failures=failures)
-            on_batch(sum(len(s) for _, s in good) / extractor.sample_rate, len(good), failures)
+
+        def fill() -> None:
+            while len(window) <= DECODE_AHEAD and (got := take()) is not None:
+                todo, claim = got
+                window.append((todo, claim, decoder.submit(_decode, [paths[0] for _, paths in todo],
+                                                           extractor.sample_rate)))  # fmt: skip
+
+        try:
+            while True:
+                fill()
+                if not window:
+                    if not pending:
+                        break
+                    time.sleep(POLL_SECONDS)  # what is left is held by other processes
+                    continue
+                todo, claim, decoding = window.popleft()
+                fill()
+                decoded = decoding.result()
+                failures = [(p, err) for (_, paths), (_, err) in zip(todo, decoded) if err for p in paths]
+                good = [(key, paths, s) for (key, paths), (s, _) in zip(todo, decoded) if s is not None]
+                results = _extract_each(extractor, [s for _, _, s in good]) if good else []
+                keep = [(key, s, f) for (key, _, s), f in zip(good, results) if isinstance(f, Features)]
+                failures += [(p, f) for (_, paths, _), f in zip(good, results) if isinstance(f, str) for p in paths]
+                if keep:
+                    store.write(extractor=extractor, keys=[k for k, _, _ in keep], features=[f for _, _, f in keep])
+                if failures:
+                    store.record_failures(extractor=extractor, failures=failures)
+                store.release(claim)
+                held.discard(claim)
+                on_batch(sum(len(s) for _, s, _ in keep) / extractor.sample_rate, len(keep), 0, failures)
+        finally:
+            for _, _, decoding in window:
+                decoding.cancel()
+            for claim in held:
+                store.release(claim)
 
 
-def _worker(spec: str, options: dict[str, Any], store_root: str, batches: list[list[tuple[str, str]]], queue: Any) -> None:
-    extractor = get_extractor(spec, **options)
+def _worker(cls: type[FeatureExtractor], argument: str | None, options: dict[str, Any], store_root: str,
+            batches: list[Batch], queue: Any) -> None:  # fmt: skip
+    extractor = cls(argument, **options)
     _run_batches(extractor=extractor, store=FeatureStore(root=store_root), batches=batches,
-                 on_batch=lambda secs, n, fails: queue.put((secs, n, fails)))  # fmt: skip
+                 on_batch=lambda *report: queue.put(report))  # fmt: skip
 
 
 def extract_to_store(
@@ -131,29 +261,41 @@ def extract_to_store(
 ) -> ExtractSummary:
     """Compute what the store lacks for ``paths``; see the module docstring.
 
-    ``workers`` > 1 runs that many processes, each with its own copy of the model (give each
-    ``threads`` = cores / workers through the extractor's options).
+    ``workers`` > 1 runs that many processes (at most one per core), each with its own copy of
+    the model and, unless the extractor's ``threads`` option is set, cores / workers threads.
     """
+    paths = path_list(paths, "paths")
+    if durations is not None:
+        durations = list(durations)
+        if len(durations) != len(paths):
+            raise ValueError(f"durations: expected one per path ({len(paths)}), got {len(durations)}")
+    if workers < 1:
+        raise ConfigError(f"workers: must be 1 or more, got {workers}")
     start = time.perf_counter()
     summary = ExtractSummary()
-    paths = [str(p) for p in paths]
-    keys = content_keys(paths)
-    done = store.keys(extractor=extractor)
-    todo: dict[str, str] = {}  # content key -> first path with that content
-    for p, k in zip(paths, keys):
+    where: dict[str, list[str]] = {}  # content key -> every path with that content
+    for p, k in zip(paths, content_keys(paths)):
         if k is None:
             summary.failures.append((p, "file not found or not readable"))
-        elif k in done:
-            summary.skipped += 1
-        else:
-            todo.setdefault(k, p)
-    items = [(p, k) for k, p in todo.items()]
-    known = dict(zip(paths, durations)) if durations is not None else {}
-    secs = [_duration(p, known.get(p)) for p, _ in items]
-    order = sorted(range(len(items)), key=lambda i: secs[i])
-    groups = duration_batches(order, secs, batch_seconds=batch_seconds, max_items=max_batch_items)
-    batches = [[items[i] for i in b] for b in groups]
-    total_audio = float(sum(secs))
+        elif p not in where.setdefault(k, []):
+            where[k].append(p)
+    done = store.keys(extractor=extractor)
+    summary.skipped = sum(k in done for k in where)
+    batches: list[Batch] = []
+    if summary.skipped < len(where):
+        known = dict(zip(paths, durations)) if durations is not None else {}
+        secs = {k: _duration(ps[0], known.get(ps[0])) for k, ps in where.items()}
+        order = sorted(where, key=lambda k: (secs[k], k))
+        groups = duration_batches(list(range(len(order))), [secs[k] for k in order], batch_seconds=batch_seconds,
+                                  max_items=max_batch_items)  # fmt: skip
+        for group in groups:
+            keys = [order[i] for i in group]
+            todo = [(k, tuple(where[k])) for k in keys if k not in done]
+            if todo:
+                batches.append((_batch_name(keys), todo))
+        total_audio = sum(secs[k] for _, items in batches for k, _ in items)
+    else:
+        total_audio = 0.0
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -163,18 +305,23 @@ def extract_to_store(
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(f"{extractor.spec}", total=max(total_audio, 1e-9), files=0, rate="-")
 
-        def on_batch(audio: float, n: int, fails: list[tuple[str, str]]) -> None:
+        def on_batch(audio: float, n: int, skipped: int, fails: list[tuple[str, str]]) -> None:
             summary.done += n
+            summary.skipped += skipped
             summary.audio_seconds += audio
             summary.failures.extend(fails)
             elapsed = time.perf_counter() - start
             bar.update(task, advance=audio, files=summary.done,
                        rate=f"{summary.audio_seconds / max(elapsed, 1e-9):.0f}")  # fmt: skip
 
-        if workers <= 1 or len(batches) < 2:
+        n_workers, threads = _plan_workers(workers=workers, threads=getattr(extractor.config, "threads", None),
+                                           cores=_cores())  # fmt: skip
+        if n_workers <= 1 or len(batches) < 2:
             _run_batches(extractor=extractor, store=store, batches=batches, on_batch=on_batch)
         else:
-            _run_parallel(extractor=extractor, store=store, batches=batches, workers=workers, on_batch=on_batch)
+            _run_parallel(extractor=extractor, store=store, batches=batches, workers=min(n_workers, len(batches)),
+                          threads=threads, on_batch=on_batch)  # fmt: skip
+        bar.update(task, completed=max(total_audio, 1e-9))
     summary.failed = len(summary.failures)
     summary.seconds = time.perf_counter() - start
     folder = store.folder(extractor)
@@ -182,29 +329,33 @@ def extract_to_store(
     return summary
 
 
-def _run_parallel(*, extractor: FeatureExtractor, store: FeatureStore, batches: list[list[tuple[str, str]]],
-                  workers: int, on_batch: Callable[[float, int, list[tuple[str, str]]], None]) -> None:  # fmt: skip
+def _run_parallel(*, extractor: FeatureExtractor, store: FeatureStore, batches: list[Batch], workers: int,
+                  threads: int | None, on_batch: OnBatch) -> None:  # fmt: skip
+    """``workers`` processes, each going through every batch: the claims share the work out."""
     import multiprocessing as mp
     import queue as queue_mod
 
     ctx = mp.get_context("spawn")
     options = {f.name: getattr(extractor.config, f.name) for f in dataclasses.fields(extractor.config)}
+    options["threads"] = threads
     with ctx.Manager() as manager:
         q = manager.Queue()
-        procs = [
-            ctx.Process(target=_worker, args=(extractor.spec, options, str(store.root), batches[w::workers], q))
-            for w in range(workers)
-        ]
+        procs = [ctx.Process(target=_worker, args=(type(extractor), extractor.argument, options, str(store.root),
+                                                   batches, q))
+                 for _ in range(workers)]  # fmt: skip
         for p in procs:
             p.start()
-        remaining = len(batches)
-        while remaining:
+        while True:
             try:
-                on_batch(*q.get(timeout=1.0))
-                remaining -= 1
+                on_batch(*q.get(timeout=POLL_SECONDS))
             except queue_mod.Empty:
                 if not any(p.is_alive() for p in procs):
                     break
+        while True:  # reports sent just before the last worker ended
+            try:
+                on_batch(*q.get_nowait())
+            except queue_mod.Empty:
+                break
         for p in procs:
             p.join()
         bad = [p.exitcode for p in procs if p.exitcode]

@@ -5,11 +5,20 @@ Layout::
     STORE/<extractor fingerprint>/extractor.json          what the features are
     STORE/<extractor fingerprint>/shards/<id>-<sha>.npz    one batch of entries
     STORE/<extractor fingerprint>/failures.jsonl           files that failed, with reasons
+    STORE/<extractor fingerprint>/claims/<batch>.claim     batches a running extraction is computing
 
 A shard is written to a temporary name and renamed into place, so a reader sees a shard
 whole or not at all, and a killed run loses at most the batch in flight. The shard's name
 carries the SHA-256 of its bytes: a damaged shard is detected on reading, moved aside, and
 its entries are computed again by the next run.
+
+Entries are keyed by content, so files with the same bytes (a copy, a symbolic link, one
+path listed twice) share one entry and every one of them reads it back.
+
+A claim is created with ``O_CREAT | O_EXCL`` and names its owner (host, pid, start time):
+several processes extracting into one store split the batches between them instead of each
+computing everything. A claim whose process is gone from this host, or that is older than
+:data:`CLAIM_TIMEOUT`, is stale and may be taken over.
 
 >>> store = FeatureStore(root="features")                          # doctest: +SKIP
 >>> pooled, missing = store.load_pooled(paths=manifest.path, extractor=ex)   # doctest: +SKIP
@@ -21,23 +30,34 @@ import hashlib
 import io
 import json
 import os
+import socket
+import time
 import uuid
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from emolingua.features.base import FeatureExtractor, Features
 from emolingua.fileio import content_key, content_keys
 
-__all__ = ["FeatureStore", "StoreInfo", "content_key", "content_keys"]
+try:
+    import fcntl
+except ImportError:  # not POSIX: appends to failures.jsonl go unlocked
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["CLAIM_TIMEOUT", "FeatureStore", "StoreInfo", "content_key", "content_keys", "path_list"]
+
+#: Seconds after which a claim is stale even when its owner cannot be checked (another host).
+CLAIM_TIMEOUT = 3 * 3600.0
 
 
 @dataclass(frozen=True)
 class StoreInfo:
-    """One extractor's part of a store, for ``emolingua features list``."""
+    """One extractor's part of a store, for ``emolingua features list``; ``problems`` names any damage."""
 
     fingerprint: str
     extractor: str
@@ -46,10 +66,52 @@ class StoreInfo:
     shards: int
     failures: int
     bytes: int
+    problems: tuple[str, ...] = ()
+
+
+def path_list(value: Any, name: str) -> list[str]:
+    """``value`` as a list of path strings; ``TypeError`` naming ``name`` for a bare path, ``None`` or a number."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name}: expected a list of paths, got the single path {os.fsdecode(value)!r}; "
+                        f"wrap it in a list")  # fmt: skip
+    if value is None or not isinstance(value, Iterable):
+        raise TypeError(f"{name}: expected a list of paths, got {type(value).__name__}")
+    out = list(value)
+    for i, p in enumerate(out):
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"{name}[{i}]: expected a path (str or Path), got {type(p).__name__} {p!r}")
+    return [os.fspath(p) for p in out]
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    return start is None or _process_start(pid) in (None, start)
 
 
 class FeatureStore:
@@ -62,10 +124,13 @@ class FeatureStore:
         return self.root / extractor.fingerprint()
 
     def _prepare(self, extractor: FeatureExtractor) -> Path:
+        """The extractor's folder, created; a missing or damaged ``extractor.json`` is (re)written."""
         folder = self.folder(extractor)
         (folder / "shards").mkdir(parents=True, exist_ok=True)
         meta = folder / "extractor.json"
-        if not meta.exists():
+        try:
+            json.loads(meta.read_text())
+        except (OSError, ValueError):
             tmp = meta.with_name(f".extractor.{uuid.uuid4().hex}.tmp")
             tmp.write_text(json.dumps({"spec": extractor.spec, "streams": extractor.streams, **extractor.identity()},
                                       indent=2, default=str))  # fmt: skip
@@ -99,29 +164,94 @@ class FeatureStore:
         return shards / name
 
     def record_failures(self, *, extractor: FeatureExtractor, failures: Iterable[tuple[str, str]]) -> None:
-        """Append (path, reason) lines to the extractor's failures.jsonl."""
-        lines = "".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in failures)
-        if lines:
-            with open(self._prepare(extractor) / "failures.jsonl", "a") as f:
-                f.write(lines)
+        """Add (path, reason) rows to the extractor's failures.jsonl, each pair once.
+
+        A half-written last line (a run killed while appending) is cut off first, so a new
+        row never continues a broken one.
+        """
+        rows = list(dict.fromkeys((str(p), str(r)) for p, r in failures))
+        if not rows:
+            return
+        with open(self._prepare(extractor) / "failures.jsonl", "a+b") as f:
+            if fcntl is not None:  # concurrent extractions append to the same file
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            f.seek(0)
+            data = f.read()
+            complete = data.rfind(b"\n") + 1
+            if complete < len(data):
+                f.truncate(complete)
+            known = {(row.get("path"), row.get("reason")) for row in _json_lines(data[:complete])}
+            lines = "".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rows if (p, r) not in known)
+            if lines:
+                f.write(lines.encode())
+                f.flush()
+                os.fsync(f.fileno())
+
+    # -- claims -----------------------------------------------------------------------------
+    def claim(self, *, extractor: FeatureExtractor, name: str, timeout: float = CLAIM_TIMEOUT) -> Path | None:
+        """Claim the batch ``name`` for this process: the claim file, or ``None`` when a live process holds it."""
+        claims = self._prepare(extractor) / "claims"
+        claims.mkdir(exist_ok=True)
+        path = claims / f"{name}.claim"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale(path, timeout):
+                    return None
+                # two processes may both find it stale and both compute the batch: one batch twice, no harm
+                path.unlink(missing_ok=True)
+                continue
+            owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
+                     "time": time.time()}  # fmt: skip
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(owner))
+            return path
+        return None
+
+    @staticmethod
+    def _stale(path: Path, timeout: float) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        try:
+            owner = json.loads(path.read_text())
+            host, pid, start = owner["host"], int(owner["pid"]), owner.get("start")
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return age > 60  # empty or garbled: its writer died between creating and filling it
+        if age > timeout:
+            return True
+        if host == socket.gethostname():
+            return pid <= 0 or not _alive(pid, start)
+        return False
+
+    @staticmethod
+    def release(claim: Path) -> None:
+        """Remove a claim made by :meth:`claim`."""
+        claim.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
     def _shards(self, folder: Path) -> list[Path]:
         shards = folder / "shards"
         return sorted(shards.glob("*.npz")) if shards.is_dir() else []
 
-    def _read_shard(self, shard: Path) -> dict[str, np.ndarray] | None:
-        """The shard's arrays, or ``None`` (and the shard moved aside) when it is damaged."""
-        try:
-            data = shard.read_bytes()
-        except FileNotFoundError:
-            return None
+    @staticmethod
+    def _damage(shard: Path, data: bytes | None = None) -> str | None:
+        """Why the shard is damaged, or ``None`` when its bytes match the checksum in its name."""
         expected = shard.stem.rsplit("-", 1)[-1]
-        if _sha(data) != expected:
-            self._quarantine(shard, "checksum mismatch")
+        return None if (_sha(data) if data is not None else _file_sha(shard)) == expected else "checksum mismatch"
+
+    @staticmethod
+    def _keys_only(shard: Path) -> list[str] | None:
+        """The shard's keys without reading its arrays (``None`` when unreadable)."""
+        try:
+            with np.load(shard, allow_pickle=False) as npz:
+                return npz["keys"].tolist()
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
 
     def _quarantine(self, shard: Path, reason: str) -> None:
         warnings.warn(f"feature shard {shard} is damaged ({reason}); its entries will be recomputed", stacklevel=3)
@@ -130,37 +260,85 @@ class FeatureStore:
         except FileNotFoundError:
             pass
 
-    def keys(self, *, extractor: FeatureExtractor) -> set[str]:
-        """Keys of every complete, undamaged entry."""
-        out: set[str] = set()
+    def shard_keys(self, *, extractor: FeatureExtractor, verify: bool = True, skip: Iterable[str] = ()
+                   ) -> dict[str, list[str]]:  # fmt: skip
+        """Keys per shard name, without loading arrays; shards named in ``skip`` are not read.
+
+        ``verify`` checks each shard's checksum first (a full read) and moves damaged ones aside.
+        """
+        skip = set(skip)
+        out: dict[str, list[str]] = {}
         for shard in self._shards(self.folder(extractor)):
-            arrays = self._read_shard(shard)
-            if arrays is not None:
-                out.update(arrays["keys"].tolist())
+            if shard.name in skip:
+                continue
+            try:
+                reason = self._damage(shard) if verify else None
+            except FileNotFoundError:
+                continue
+            keys = None if reason else self._keys_only(shard)
+            if keys is None:
+                if verify:
+                    self._quarantine(shard, reason or "unreadable")
+                continue
+            out[shard.name] = keys
         return out
+
+    def keys(self, *, extractor: FeatureExtractor, verify: bool = True) -> set[str]:
+        """Keys of every complete, undamaged entry (see :meth:`shard_keys`)."""
+        return {k for keys in self.shard_keys(extractor=extractor, verify=verify).values() for k in keys}
+
+    def _open_shards(self, folder: Path) -> Iterator[Any]:
+        """Each undamaged shard as an open, lazily read ``NpzFile``; damaged ones are moved aside."""
+        for shard in self._shards(folder):
+            try:
+                data = shard.read_bytes()
+            except FileNotFoundError:
+                continue
+            reason = self._damage(shard, data)
+            if reason is None:
+                try:
+                    npz = np.load(io.BytesIO(data), allow_pickle=False)
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                    reason = f"unreadable: {exc}"
+            if reason:
+                self._quarantine(shard, reason)
+                continue
+            with npz:
+                yield npz
 
     def load(self, *, keys: Sequence[str | None], extractor: FeatureExtractor, frames: bool = False
              ) -> tuple[np.ndarray, np.ndarray, list[dict[str, np.ndarray] | None]]:  # fmt: skip
-        """Pooled features aligned with ``keys`` (NaN rows where missing), the found mask, and frames."""
-        index = {k: i for i, k in enumerate(keys) if k is not None}
+        """Pooled features aligned with ``keys`` (NaN rows where missing), the found mask, and frames.
+
+        A key may appear several times (the same audio under several paths): every row gets it.
+        """
+        if isinstance(keys, (str, bytes)) or keys is None or not isinstance(keys, Iterable):
+            raise TypeError(f"keys: expected a list of content keys, got {type(keys).__name__} {keys!r:.60}")
+        keys = list(keys)
+        rows: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            if k is not None:
+                if not isinstance(k, str):
+                    raise TypeError(f"keys[{i}]: expected a content key (str) or None, got {type(k).__name__}")
+                rows.setdefault(k, []).append(i)
         pooled: np.ndarray | None = None
         found = np.zeros(len(keys), dtype=bool)
         seqs: list[dict[str, np.ndarray] | None] = [None] * len(keys)
-        for shard in self._shards(self.folder(extractor)):
-            arrays = self._read_shard(shard)
-            if arrays is None:
-                continue
+        for npz in self._open_shards(self.folder(extractor)):
+            shard_pooled = npz["pooled"]
             if pooled is None:
-                pooled = np.full((len(keys), *arrays["pooled"].shape[1:]), np.nan, dtype=np.float32)
-            for j, key in enumerate(arrays["keys"].tolist()):
-                i = index.get(key)
-                if i is None:
+                pooled = np.full((len(keys), *shard_pooled.shape[1:]), np.nan, dtype=np.float32)
+            names = [n for n in npz.files if n.startswith("frames/")] if frames else []
+            for j, key in enumerate(npz["keys"].tolist()):
+                where = rows.get(key)
+                if where is None:
                     continue
-                pooled[i] = arrays["pooled"][j]
-                found[i] = True
+                pooled[where] = shard_pooled[j]
+                found[where] = True
                 if frames:
-                    seqs[i] = {name.split("/")[1]: arrays[name] for name in arrays
-                               if name.startswith("frames/") and name.endswith(f"/{j}")}  # fmt: skip
+                    seq = {n.split("/")[1]: npz[n] for n in names if n.endswith(f"/{j}")}
+                    for i in where:
+                        seqs[i] = seq
         if pooled is None:
             pooled = np.full((len(keys), 0, 0), np.nan, dtype=np.float32)
         return pooled, found, seqs
@@ -171,25 +349,80 @@ class FeatureStore:
 
         >>> X, ok = store.load_pooled(paths=manifest.path, extractor=get_extractor("whisper-base"))  # doctest: +SKIP
         """
-        pooled, found, _ = self.load(keys=content_keys(list(paths), workers=workers), extractor=extractor)
+        pooled, found, _ = self.load(keys=content_keys(path_list(paths, "paths"), workers=workers), extractor=extractor)
         return pooled, found
 
     # -- inspection -------------------------------------------------------------------------
     def info(self) -> list[StoreInfo]:
-        """What the store holds, one row per extractor configuration."""
+        """What the store holds, one row per extractor configuration; damage is reported, not raised.
+
+        Every shard's checksum is verified (a full read of the store), nothing is moved or repaired.
+        """
         out: list[StoreInfo] = []
         if not self.root.is_dir():
             return out
-        for folder in sorted(p for p in self.root.iterdir() if (p / "extractor.json").is_file()):
-            meta = json.loads((folder / "extractor.json").read_text())
+        folders = [p for p in self.root.iterdir() if (p / "extractor.json").exists() or (p / "shards").is_dir()]
+        for folder in sorted(folders):
+            problems: list[str] = []
+            try:
+                meta = json.loads((folder / "extractor.json").read_text())
+                if not isinstance(meta, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as exc:
+                meta = {}
+                problems.append(f"extractor.json is damaged or missing ({exc}); the next extraction rewrites it")
             shards = self._shards(folder)
-            entries = 0
+            keys: set[str] = set()
             for shard in shards:
-                with np.load(shard, allow_pickle=False) as npz:
-                    entries += len(npz["keys"])
-            failures_file = folder / "failures.jsonl"
-            failures = len({json.loads(x)["path"] for x in failures_file.read_text().splitlines()}) if failures_file.exists() else 0
+                try:
+                    reason = self._damage(shard)
+                except OSError as exc:
+                    reason = f"unreadable: {exc.strerror or exc}"
+                found = None if reason else self._keys_only(shard)
+                if found is None:
+                    problems.append(f"shard {shard.name} is damaged ({reason or 'unreadable'}); "
+                                    f"the next extraction recomputes its entries")  # fmt: skip
+                    continue
+                keys.update(found)
+            set_aside = len(list((folder / "shards").glob("*.damaged")))
+            if set_aside:
+                problems.append(f"{set_aside} damaged shard(s) set aside as *.damaged (safe to delete)")
+            failed, failure_problem = _read_failures(folder / "failures.jsonl")
+            if failure_problem:
+                problems.append(failure_problem)
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            out.append(StoreInfo(fingerprint=folder.name, extractor=str(meta.get("spec")), options=meta.get("options", {}),
-                                 entries=entries, shards=len(shards), failures=failures, bytes=size))  # fmt: skip
+            options = meta.get("options", {})
+            out.append(StoreInfo(fingerprint=folder.name, extractor=str(meta.get("spec", "?")),
+                                 options=options if isinstance(options, dict) else {}, entries=len(keys),
+                                 shards=len(shards), failures=failed, bytes=size,
+                                 problems=tuple(problems)))  # fmt: skip
         return out
+
+
+def _json_lines(data: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON objects of ``data``'s lines, skipping damaged ones."""
+    for line in data.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            yield row
+
+
+def _read_failures(path: Path) -> tuple[int, str | None]:
+    """Distinct failed paths in a failures.jsonl, and what is wrong with the file, if anything."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0, None
+    except OSError as exc:
+        return 0, f"failures.jsonl is unreadable ({exc.strerror or exc})"
+    lines = data.splitlines()
+    rows = list(_json_lines(data))
+    problem = None
+    if data and not data.endswith(b"\n"):
+        problem = "failures.jsonl ends in a half-written line; the next extraction cuts it off"
+    elif len(rows) < len([x for x in lines if x.strip()]):
+        problem = f"failures.jsonl has {len(lines) - len(rows)} damaged line(s), which are ignored"
+    return len({r.get("path") for r in rows}), problem
