@@ -192,10 +192,11 @@ def test_benchmark_table_to_a_pipe_is_not_wrapped(tmp_path, tone):
 def test_other_libraries_are_quiet_unless_debug(monkeypatch):
     import warnings
 
-    quiet = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_", "TRANSFORMERS_"))}
+    quiet = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_", "TRANSFORMERS_", "PYTHONWARNINGS"))}
     monkeypatch.setattr(os, "environ", quiet)
     assert runner.invoke(app, ["corpora", "taxonomy", "--json"]).exit_code == 0
     assert quiet["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and quiet["TRANSFORMERS_VERBOSITY"] == "error"
+    assert quiet["PYTHONWARNINGS"] == "ignore"  # inherited by spawned extraction workers
     with warnings.catch_warnings(record=True) as caught:
         warnings.warn_explicit("deprecated somewhere else", FutureWarning, "lib.py", 1, module="somelib")
         warnings.warn_explicit("a shard was damaged", UserWarning, "store.py", 1, module="emolingua.features.store")

@@ -101,6 +101,7 @@ def _quiet_libraries(debug: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # extraction worker processes report through emolingua
     if "transformers" in sys.modules:  # the variables above are read at import
         sys.modules["transformers"].logging.set_verbosity_error()
     if "huggingface_hub" in sys.modules:
