@@ -189,20 +189,41 @@ def test_notes_name_each_file_left_out_with_its_reason_and_twins_keep_features(t
     twin = root / "emodb" / "copy-of-first.wav"  # the same bytes under a second name
     shutil.copy(wavs[0], twin)
     twin_row = manifest[manifest["path"] == str(wavs[0])].assign(path=str(twin))
-    manifest = pd.concat([manifest, twin_row], ignore_index=True)
+    listed_twice = manifest[manifest["path"] == str(wavs[3])]
+    manifest = pd.concat([manifest, twin_row, listed_twice], ignore_index=True)
     wavs[1].unlink()
     wavs[2].write_bytes(b"not audio at all")
     manifest.to_csv(tmp_path / "m.csv", index=False)
     res = run_benchmark(_cfg(tmp_path / "m.csv", tmp_path, protocol="loso", **FAST), progress=False)
     left_out = [n for n in res["notes"] if n.startswith("left out")]
-    assert len(left_out) == 2, res["notes"]
-    assert any(str(wavs[1]) in n and "not found" in n for n in left_out)
-    assert any(str(wavs[2]) in n and "not found" not in n for n in left_out)
+    assert len(left_out) == 3, res["notes"]
+    assert f"left out a second row of {wavs[3]}: the path is listed twice in the manifest" in left_out
+    assert f"left out {wavs[1]}: file not found or not readable" in left_out
+    (undecodable,) = [n for n in left_out if n.startswith(f"left out {wavs[2]}: ")]
+    assert "not found" not in undecodable  # the decoder's own reason
     assert not any("files have no features" in n for n in res["notes"])
     by = {r["corpus"]: r for r in res["corpora"]}
     assert by["emodb"]["n"] == 32 - 2 + 1  # the twin is scored like any other row
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"- left out {wavs[1]}: " in report
+
+
+def test_non_finite_features_are_left_out_by_name(tree, tmp_path, monkeypatch):
+    from emolingua.features.store import FeatureStore
+
+    load = FeatureStore.load_pooled
+    poisoned = []
+
+    def with_nan(self, *, paths, extractor, **kw):
+        X, found = load(self, paths=paths, extractor=extractor, **kw)
+        X[0] = np.nan  # what an extreme clip once gave; it must not reach scikit-learn unnamed
+        poisoned.append(str(paths[0]))
+        return X, found
+
+    monkeypatch.setattr(FeatureStore, "load_pooled", with_nan)
+    res = run_benchmark(_cfg(tree, tmp_path, protocol="speaker-kfold:2", only_corpora=("emodb",), **FAST), progress=False)
+    assert f"left out {poisoned[0]}: non-finite features (NaN or infinity) from mfcc" in res["notes"]
+    assert res["corpora"][0]["n"] == 31
 
 
 def test_a_fold_too_small_is_a_note_and_the_other_corpora_are_scored(tree, tmp_path):

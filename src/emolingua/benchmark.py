@@ -60,7 +60,7 @@ from emolingua.protocols import (
 )
 from emolingua.reports import markdown_table, plot_confusion, plot_few_shot, plot_layers
 
-__all__ = ["BenchmarkConfig", "checked_extractor", "checked_manifest", "cpu_count", "load_emobox_reference",
+__all__ = ["BenchmarkConfig", "check_writable", "checked_extractor", "checked_manifest", "cpu_count", "load_emobox_reference",
            "run_benchmark"]  # fmt: skip
 
 TARGETS = ("label", "intensity", "arousal", "valence")
@@ -274,7 +274,7 @@ def check_writable(folder: str | os.PathLike, *, what: str) -> Path:
     return path
 
 
-def checked_extractor(spec: str, options: dict[str, Any]) -> FeatureExtractor:
+def checked_extractor(spec: str, *, options: dict[str, Any]) -> FeatureExtractor:
     """``get_extractor(spec, **options)``, with an unknown name or option raised as ConfigError."""
     try:
         return get_extractor(spec, **options)
@@ -356,7 +356,7 @@ def _check(cfg: BenchmarkConfig) -> FeatureExtractor:
     check_writable(cfg.store or default_store_dir(), what="feature store")
     options = dict(cfg.feature_options)
     options.setdefault("threads", cfg.threads_per_worker)  # workers x threads never exceeds the cores
-    extractor = checked_extractor(cfg.features, options)
+    extractor = checked_extractor(cfg.features, options=options)
     extractor.fingerprint()  # resolves a hub model's identity now: offline, that is the error to report
     return extractor
 

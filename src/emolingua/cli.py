@@ -298,7 +298,7 @@ def features_extract(
         options["threads"] = threads
     df = checked_manifest(manifest)  # every mistake is found before the first batch is computed
     feature_store = FeatureStore(root=check_writable(store or default_store_dir(), what="feature store"))
-    ex = checked_extractor(extractor, options)
+    ex = checked_extractor(extractor, options=options)
     if ex.licence_note:
         err_console.print(f"[yellow]licence:[/] {ex.licence_note}")
     summary = extract_to_store(paths=df["path"].tolist(), extractor=ex, store=feature_store,
