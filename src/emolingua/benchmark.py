@@ -60,8 +60,8 @@ from emolingua.protocols import (
 )
 from emolingua.reports import markdown_table, plot_confusion, plot_few_shot, plot_layers
 
-__all__ = ["BenchmarkConfig", "check_writable", "checked_extractor", "checked_manifest", "cpu_count", "load_emobox_reference",
-           "run_benchmark"]  # fmt: skip
+__all__ = ["BenchmarkConfig", "check_writable", "checked_extractor", "checked_manifest", "cpu_count",
+           "load_emobox_reference", "run_benchmark"]  # fmt: skip
 
 TARGETS = ("label", "intensity", "arousal", "valence")
 PROTOCOLS = ("loso", "speaker-kfold:K", "random:A/B/C", "emobox:DIR", "leave-one-corpus-out",

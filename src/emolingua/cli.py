@@ -83,6 +83,7 @@ app.add_typer(splits_app, name="splits")
 app.add_typer(features_app, name="features")
 app.add_typer(bench_app, name="bench")
 
+
 def _console(*, stderr: bool) -> Console:
     """Never wrapped: a terminal wraps long lines itself; a file or pipe gets them whole."""
     console = Console(stderr=stderr, soft_wrap=True)
