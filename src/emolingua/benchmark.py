@@ -3,12 +3,21 @@
 >>> cfg = BenchmarkConfig(corpora="../shared/corpora", output="runs/loso", protocol="loso")   # doctest: +SKIP
 >>> results = run_benchmark(cfg)                                                            # doctest: +SKIP
 
-Steps: scan (or read a manifest) -> extract features into the store (cached) -> splits ->
-one job per (corpus or held-out target, fold) -> scores, plots and a Markdown report in
-``output``. Each finished job is written to ``output/jobs/`` at once, so a killed run
-resumes where it stopped. Model selection (the regularisation inside the model, and the
-layer when ``layers="select"``) looks at the valid split only; test predictions of every
+Steps: validate the whole configuration -> scan (or read a manifest) -> extract features into
+the store (cached) -> splits -> one job per (corpus or held-out target, fold) -> scores, plots
+and a Markdown report in ``output``. Model selection (the regularisation inside the model, and
+the layer when ``layers="select"``) looks at the valid split only; test predictions of every
 layer candidate are kept solely for the per-layer analysis plot.
+
+Jobs are cached in ``output/jobs/``, each under a key of everything its result depends on: its
+rows (path, audio content key, role, label, corpus, language, speaker), the feature
+extractor's fingerprint, the model, its options and the emolingua version, and the target,
+layers, normalisation, labels and seed. A rerun (or a killed run resumed) recomputes exactly
+the jobs whose inputs changed and reuses the others; the report says how many of each.
+
+Paths in the ``config.yaml`` written beside the report are absolute, and relative paths in a
+config file are read relative to that file's folder, so ``emolingua benchmark --config
+config.yaml`` reproduces the run from any working directory.
 """
 
 from __future__ import annotations
@@ -18,21 +27,28 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
+import types
+import typing
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
+from emolingua import __version__
 from emolingua.corpora import read_manifest, scan_corpora, write_manifest
-from emolingua.features import get_extractor
+from emolingua.errors import ConfigError, EmolinguaError, InputFileError
+from emolingua.features import FeatureExtractor, get_extractor
 from emolingua.features.extract import default_store_dir, extract_to_store
 from emolingua.features.store import FeatureStore
+from emolingua.fileio import atomic_write, content_keys
 from emolingua.metrics import score_classification, score_regression, unweighted_accuracy
-from emolingua.models import Dataset, get_model
+from emolingua.models import NORMALISE, Dataset, TorchModel, get_model, model_names
 from emolingua.protocols import (
     DEFAULT_REPEATS,
     DEFAULT_SHOTS,
@@ -40,12 +56,31 @@ from emolingua.protocols import (
     TRANSFER_PROTOCOLS,
     make_splits,
     make_transfer_splits,
+    parse_protocol,
 )
 from emolingua.reports import markdown_table, plot_confusion, plot_few_shot, plot_layers
 
-__all__ = ["BenchmarkConfig", "load_emobox_reference", "run_benchmark"]
+__all__ = ["BenchmarkConfig", "check_writable", "checked_extractor", "checked_manifest", "cpu_count",
+           "load_emobox_reference", "run_benchmark"]  # fmt: skip
 
 TARGETS = ("label", "intensity", "arousal", "valence")
+PROTOCOLS = ("loso", "speaker-kfold:K", "random:A/B/C", "emobox:DIR", "leave-one-corpus-out",
+             "leave-one-language-out", "few-shot[:K,...]")  # fmt: skip
+#: Bump when a job file's content changes meaning: every cached job is then recomputed.
+JOB_FORMAT = 2
+_PATH_FIELDS = ("corpora", "output", "store", "emobox_reference")
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 @dataclass(frozen=True)
@@ -55,6 +90,8 @@ class BenchmarkConfig:
     corpora: a folder to scan, or a manifest file (.parquet/.csv/.jsonl).
     layers: ``select`` (the best single layer, chosen on valid in each fold), ``all``, or a layer index.
     labels: the label set of transfer protocols (default neutral/happy/sad/angry).
+    workers: parallel fold jobs (and extraction processes); threads: BLAS/torch threads of each
+    (default: the cores divided by ``workers``, so that workers x threads never exceeds the cores).
     """
 
     corpora: str
@@ -75,13 +112,15 @@ class BenchmarkConfig:
     store: str | None = None
     n_boot: int = 1000
     workers: int = 1
+    threads: int | None = None
     emobox_reference: str | None = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, not {self.target!r}")
+            raise ConfigError(f"target {self.target!r}: unknown; use one of {', '.join(TARGETS)}")
         for name in ("labels", "shots", "only_corpora"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            if isinstance(value := getattr(self, name), (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
 
     @property
     def transfer(self) -> bool:
@@ -91,41 +130,242 @@ class BenchmarkConfig:
     def regression(self) -> bool:
         return self.target in ("arousal", "valence")
 
+    @property
+    def threads_per_worker(self) -> int:
+        """``threads``, or the cores divided among the workers (at least one)."""
+        return self.threads or max(1, cpu_count() // max(1, self.workers))
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
 
-    def fingerprint(self) -> str:
-        """What the jobs' results depend on (not output, workers or the reference file)."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("output", "workers", "emobox_reference", "n_boot")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def resolved(self, base: str | os.PathLike | None = None) -> BenchmarkConfig:
+        """A copy whose paths (corpora, output, store, the emobox folder) are absolute, relative ones
+        taken against ``base`` (default: the working directory); no store means the default store."""
+        values = _resolve_paths(self.to_dict(), Path(base) if base is not None else Path.cwd())
+        values["store"] = values["store"] or str(default_store_dir().absolute())
+        return dataclasses.replace(self, **values)
+
+    def validate(self) -> None:
+        """Check every name, value and path before any work: raises ConfigError / InputFileError.
+
+        Constructs the extractor (so bad extractor options and models not available offline
+        are reported here) and checks that the output and the store can be written.
+        """
+        _check(self)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides: Any) -> BenchmarkConfig:
-        """Read a YAML, TOML or JSON config; ``overrides`` (not None) win."""
+        """Read a YAML, TOML or JSON config; ``overrides`` (not None) win.
+
+        Relative paths in the file are read against the file's folder; each value's type is
+        checked against the field's annotation (``seed: abc`` is a ConfigError naming the file).
+        """
         p = Path(path)
-        text = p.read_text()
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        elif p.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        data = _read_config(p)
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(data) - known):
-            raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"{p}: unknown config keys {unknown}; known: {sorted(known)}")
+        data = _resolve_paths(_check_types(data, where=str(p)), p.absolute().parent)
+        data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+
+# ---------------------------------------------------------------------------- validation
+def _read_config(p: Path) -> dict[str, Any]:
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a folder, not a config file; give a .yaml, .toml or .json file")
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise InputFileError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{p}: cannot read the config ({_one_line(getattr(exc, 'strerror', None) or exc)})") from None
+    import yaml
+
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib  # Python 3.11+
+
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:  # YAML (JSON is YAML too)
+            data = yaml.safe_load(text)
+    except ValueError as exc:  # json and tomllib errors
+        raise ConfigError(f"{p}: not valid {suffix.lstrip('.').upper()} ({_one_line(exc)}); fix the syntax") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        why = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{p}: not valid YAML ({_one_line(why)}{where}); fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of option: value, got {type(data).__name__}; "
+                          "see the config.yaml written beside any report")  # fmt: skip
+    return data
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or nothing" if type(None) in args else "")
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    return {int: "an integer", str: "a text", float: "a number", bool: "true or false"}.get(tp, "a mapping" if origin is dict else str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    return isinstance(value, tp)
+
+
+def _check_types(values: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``values`` with every field's type checked against BenchmarkConfig's annotations."""
+    hints = typing.get_type_hints(BenchmarkConfig)
+    out = dict(values)
+    for name, value in values.items():
+        tp = hints[name]
+        if tp is str and isinstance(value, int) and not isinstance(value, bool):
+            out[name] = value = str(value)  # `layers: 6` in YAML is an int
+        if not _matches(value, tp):
+            raise ConfigError(f"{where}: {name}: expected {_describe(tp)}, got {value!r}")
+    return out
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    def absolute(p: str) -> str:
+        return os.path.normpath(os.path.join(base.absolute(), os.path.expanduser(p)))
+
+    out = dict(values)
+    for name in _PATH_FIELDS:
+        if isinstance(out.get(name), str) and out[name]:
+            out[name] = absolute(out[name])
+    protocol = out.get("protocol")
+    if isinstance(protocol, str) and protocol.startswith("emobox:") and protocol[7:].strip():
+        out["protocol"] = "emobox:" + absolute(protocol[7:].strip())
+    return out
+
+
+def check_writable(folder: str | os.PathLike, *, what: str) -> Path:
+    """Create ``folder`` if needed and prove that a file can be written in it (InputFileError if not)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".emolingua-write-test-"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or _one_line(exc)
+        raise InputFileError(f"{what} {path}: not writable ({why}); choose another folder or fix its permissions") from None
+    return path
+
+
+def checked_extractor(spec: str, *, options: dict[str, Any]) -> FeatureExtractor:
+    """``get_extractor(spec, **options)``, with an unknown name or option raised as ConfigError."""
+    try:
+        return get_extractor(spec, **options)
+    except EmolinguaError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"features {spec!r}: {_one_line(exc.args[0] if exc.args else exc)}") from None
+
+
+def checked_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """:func:`read_manifest`, with every way a manifest file can be wrong raised as InputFileError."""
+    p = Path(path)
+    hint = "give a .parquet, .csv or .jsonl file written by `emolingua corpora scan ROOT --output FILE`"
+    if not p.exists():
+        raise InputFileError(f"{p}: manifest not found; {hint}")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a folder, not a manifest; {hint}")
+    try:
+        df = read_manifest(p)
+    except EmolinguaError:
+        raise
+    except Exception as exc:  # pandas, pyarrow and json raise many types for a damaged file
+        why = getattr(exc, "strerror", None) or _one_line(exc) or type(exc).__name__
+        raise InputFileError(f"{p}: not a readable manifest ({why}); {hint}") from exc
+    if "path" not in df.columns:
+        raise InputFileError(f"{p}: no `path` column, so not a manifest; {hint}")
+    return df
+
+
+def _check_protocol(cfg: BenchmarkConfig) -> None:
+    name, _, arg = cfg.protocol.strip().partition(":")
+    known = f"use one of {', '.join(PROTOCOLS)}"
+    if cfg.transfer:
+        if name == "few-shot" and arg:
+            if not all(k.strip().isdigit() for k in arg.split(",")):
+                raise ConfigError(f"protocol {cfg.protocol!r}: few-shot:K,... needs whole numbers K >= 0")
+        elif arg:
+            raise ConfigError(f"protocol {cfg.protocol!r}: {name} takes no argument")
+        return
+    try:
+        proto = parse_protocol(cfg.protocol)
+    except ValueError as exc:
+        why = _one_line(exc).split("; known")[0]
+        why = "unknown" if why.startswith("unknown protocol") else why
+        raise ConfigError(f"protocol {cfg.protocol!r}: {why}; {known}") from None
+    if proto.name == "emobox" and not Path(proto.folder or "").is_dir():
+        raise InputFileError(f"protocol {cfg.protocol!r}: EmoBox folder not found; give its data folder, "
+                             "e.g. emobox:../shared/partitions/emobox")  # fmt: skip
+
+
+def _check(cfg: BenchmarkConfig) -> FeatureExtractor:
+    """Everything :meth:`BenchmarkConfig.validate` checks; returns the extractor it constructed."""
+    cfg = dataclasses.replace(cfg, **_check_types(cfg.to_dict(), where="config"))
+    _check_protocol(cfg)
+    if cfg.model not in model_names():
+        raise ConfigError(f"model {cfg.model!r}: unknown; use one of {', '.join(model_names())}")
+    if cfg.normalise not in NORMALISE:
+        raise ConfigError(f"normalise {cfg.normalise!r}: unknown; use one of {', '.join(NORMALISE)}")
+    if cfg.layers not in ("select", "all") and not re.fullmatch(r"-?\d+", cfg.layers.strip()):
+        raise ConfigError(f"layers {cfg.layers!r}: unknown; use select (chosen on valid), all, or a layer index")
+    for name, low in (("seed", 0), ("workers", 1), ("repeats", 1), ("n_boot", 0), ("threads", 1)):
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            raise ConfigError(f"{name} {value}: must be at least {low}")
+    if any(k < 0 for k in cfg.shots):
+        raise ConfigError(f"shots {list(cfg.shots)}: must be whole numbers >= 0")
+    try:
+        model = get_model(cfg.model, seed=cfg.seed, normalise=cfg.normalise, **cfg.model_options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model {cfg.model!r}: {_one_line(exc)}") from None
+    if (model.task == "regression") != cfg.regression:
+        fits = "a regression model (ridge)" if cfg.regression else "a classifier (not ridge)"
+        raise ConfigError(f"model {cfg.model!r}: a {model.task} model cannot predict target {cfg.target!r}; use {fits}")
+    source = Path(cfg.corpora)
+    if not source.exists():
+        raise InputFileError(f"corpora {source}: no such folder or manifest file; give the folder that holds "
+                             "the corpora or a manifest written by `emolingua corpora scan`")  # fmt: skip
+    check_writable(cfg.output, what="output")
+    check_writable(cfg.store or default_store_dir(), what="feature store")
+    options = dict(cfg.feature_options)
+    options.setdefault("threads", cfg.threads_per_worker)  # workers x threads never exceeds the cores
+    extractor = checked_extractor(cfg.features, options=options)
+    extractor.fingerprint()  # resolves a hub model's identity now: offline, that is the error to report
+    return extractor
 
 
 # ---------------------------------------------------------------------------- data
 def _without_categories(cfg: BenchmarkConfig, manifest: pd.DataFrame) -> list[str]:
     """Corpora with no emotion categories (at most one label) but intensity levels, like BAVED
     (whose level 1 alone is labelled neutral): scored on intensity."""
-    if cfg.target != "label" or cfg.transfer:
+    if cfg.target != "label" or cfg.transfer or "intensity" not in manifest:
         return []
     names = []
     for corpus, rows in manifest.groupby("corpus"):
@@ -135,39 +375,88 @@ def _without_categories(cfg: BenchmarkConfig, manifest: pd.DataFrame) -> list[st
     return names
 
 
-def _manifest(cfg: BenchmarkConfig, out: Path) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
-    """The rows to score, the corpora to score on intensity instead, and every corpus's language."""
+def _select_corpora(cfg: BenchmarkConfig, manifest: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """The rows of ``cfg.only_corpora``; a name that matches no corpus (or reader) is a ConfigError."""
+    if not cfg.only_corpora:
+        return manifest
+    corpus = manifest["corpus"].astype(str)
+    reader = manifest["reader"].astype(str) if "reader" in manifest else corpus
+    present = set(corpus) | set(reader)
+    if unknown := [n for n in cfg.only_corpora if n not in present]:
+        raise ConfigError(f"corpus filter {', '.join(unknown)}: not in {source}; corpora there: "
+                          f"{', '.join(sorted(set(corpus))) or 'none'}")  # fmt: skip
+    return manifest[corpus.isin(cfg.only_corpora) | reader.isin(cfg.only_corpora)]
+
+
+def _manifest(cfg: BenchmarkConfig, out: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of the selected corpora, each with the content key of its audio as it is now, and
+    notes naming the rows left out."""
     source = Path(cfg.corpora)
     if source.is_file():
-        manifest = read_manifest(source)
+        manifest = checked_manifest(source)
+        missing = sorted({"corpus", "speaker", "language", "label"} - set(manifest.columns))
+        if missing:
+            raise InputFileError(f"{source}: manifest lacks column(s) {', '.join(missing)}; "
+                                 "write it with `emolingua corpora scan ROOT --output FILE`")  # fmt: skip
+        manifest = _select_corpora(cfg, manifest, source).reset_index(drop=True)
+        fresh = False  # a content column may predate a change of the audio: hash again
     else:
         manifest = scan_corpora(root=source).manifest
         if manifest.empty:
-            raise FileNotFoundError(f"no supported corpus found in {source}")
+            raise InputFileError(f"corpora {source}: no supported corpus found in this folder; give the folder "
+                                 "that holds the corpora (`emolingua corpora list` shows the supported ones)")  # fmt: skip
+        manifest = _select_corpora(cfg, manifest, source).reset_index(drop=True)
+        fresh = "content" in manifest
         write_manifest(manifest, out / "manifest.parquet")
-    if cfg.only_corpora:
-        manifest = manifest[manifest["corpus"].isin(cfg.only_corpora) | manifest["reader"].isin(cfg.only_corpora)]
-    without_categories = _without_categories(cfg, manifest)
-    languages = manifest.groupby("corpus")["language"].first().astype(str).to_dict()
-    manifest = manifest[~manifest["corpus"].isin(without_categories)]
-    column = cfg.target
-    if cfg.regression:
-        manifest = manifest[manifest[column].notna() & (manifest["label"].astype(str) != "")]
-    else:
-        manifest = manifest[manifest[column].astype(str) != ""]
-    return manifest.reset_index(drop=True), without_categories, languages
+    manifest["path"] = manifest["path"].astype(str)
+    twice = manifest["path"].duplicated()
+    notes = [f"left out a second row of {p}: the path is listed twice in the manifest" for p in manifest["path"][twice]]
+    manifest = manifest[~twice].reset_index(drop=True)
+    keys = manifest["content"].tolist() if fresh else content_keys(manifest["path"].tolist())
+    manifest["content"] = [k if isinstance(k, str) and k else None for k in keys]
+    return manifest, notes
 
 
-def _features(cfg: BenchmarkConfig, manifest: pd.DataFrame, *, progress: bool) -> tuple[np.ndarray, pd.DataFrame]:
-    extractor = get_extractor(cfg.features, **cfg.feature_options)
+def _scorable(target: str, manifest: pd.DataFrame) -> np.ndarray:
+    """Rows with a value of ``target`` (continuous targets: labelled rows with a rating)."""
+    if target in ("arousal", "valence"):
+        return (manifest[target].notna() & (manifest["label"].astype(str) != "")).to_numpy()
+    if target not in manifest:
+        return np.zeros(len(manifest), dtype=bool)
+    return (manifest[target].fillna("").astype(str) != "").to_numpy()
+
+
+def _features(cfg: BenchmarkConfig, extractor: FeatureExtractor, manifest: pd.DataFrame, *, progress: bool
+              ) -> tuple[np.ndarray, pd.DataFrame, list[str]]:  # fmt: skip
+    """Extract what the store lacks and load every row's features; rows left out come with one
+    note each, naming the file and the reason."""
     store = FeatureStore(root=cfg.store or default_store_dir())
     paths = manifest["path"].tolist()
-    summary = extract_to_store(paths=paths, extractor=extractor, store=store, durations=manifest["duration"].tolist(),
-                               progress=progress)  # fmt: skip
+    durations = manifest["duration"].tolist() if "duration" in manifest else None
+    summary = extract_to_store(paths=paths, extractor=extractor, store=store, durations=durations,
+                               workers=cfg.workers, progress=progress)  # fmt: skip
     X, found = store.load_pooled(paths=paths, extractor=extractor)
-    if not found.all():
-        warnings.warn(f"{int((~found).sum())} files have no features ({summary.failed} failed to decode); left out")
-    return X[found], manifest[found].reset_index(drop=True)
+    found = np.asarray(found, dtype=bool).copy()
+    keys = manifest["content"].tolist()
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):  # byte-identical files share one stored entry
+        if key is not None and found[i]:
+            first.setdefault(key, i)
+    for i, key in enumerate(keys):
+        if not found[i] and key in first:
+            X[i], found[i] = X[first[key]], True
+    finite = found & np.isfinite(X.reshape(len(X), -1)).all(axis=1) if X.size else found
+    reasons = dict(summary.failures)
+    notes = []
+    for i in np.flatnonzero(~finite):
+        if found[i]:
+            why = f"non-finite features (NaN or infinity) from {extractor.spec}"
+        elif keys[i] is None:
+            why = reasons.get(paths[i], "file not found or not readable")
+        else:
+            why = reasons.get(paths[i], f"no {extractor.spec} features in the store after extraction")
+        notes.append(f"left out {paths[i]}: {why}")
+    return X[finite], manifest[finite].reset_index(drop=True), notes
 
 
 def _splits(cfg: BenchmarkConfig, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +479,7 @@ def _candidates(cfg: BenchmarkConfig, n_streams: int) -> list[str]:
         return ["all"]  # the model weighs the layers itself
     if cfg.layers == "select":  # each single layer; all layers together is `layers="all"`
         return [str(i) for i in range(n_streams)]
-    return [cfg.layers]
+    return [cfg.layers.strip()]
 
 
 def _view(candidate: str) -> Any:
@@ -235,7 +524,10 @@ def _normalise_transfer(X: np.ndarray, manifest: pd.DataFrame, idx: dict[str, np
 def _fit_candidate(cfg: BenchmarkConfig, cand: str, normalise: str, train: Dataset, valid: Dataset,
                    test: Dataset) -> dict[str, Any]:  # fmt: skip
     """One layer candidate: fit on train (its own selection on valid), score valid, predict test."""
-    model = get_model(cfg.model, layers=_view(cand), normalise=normalise, seed=cfg.seed, **cfg.model_options)
+    options = dict(cfg.model_options)
+    if isinstance(get_model(cfg.model), TorchModel):  # torch's own pool; BLAS is limited around the job
+        options.setdefault("threads", cfg.threads_per_worker)
+    model = get_model(cfg.model, layers=_view(cand), normalise=normalise, seed=cfg.seed, **options)
     model.fit(train, valid=valid if len(valid.y) else None)
     pred = model.predict(test)
     return {
@@ -245,27 +537,52 @@ def _fit_candidate(cfg: BenchmarkConfig, cand: str, normalise: str, train: Datas
     }
 
 
+@contextmanager
+def _thread_limit(threads: int) -> Iterator[None]:
+    """At most ``threads`` BLAS / OpenMP threads inside (parallel jobs must not oversubscribe the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        yield
+
+
+def _too_small(cfg: BenchmarkConfig, train: Dataset, test: Dataset) -> str | None:
+    """Why a fold cannot be scored, or None."""
+    if len(test.y) == 0:
+        return "it has no test rows"
+    if len(train.y) == 0:
+        return "it has no training rows"
+    if not cfg.regression and len(classes := sorted(set(train.y.tolist()))) < 2:
+        return f"its training rows hold a single class ({classes[0]})"
+    return None
+
+
 def _run_job(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, rows: pd.DataFrame) -> dict[str, Any]:
-    """Fit every layer candidate on train, pick on valid, predict test."""
+    """Fit every layer candidate on train, pick on valid, predict test; a fold that cannot be
+    fitted is returned as skipped, with the reason."""
     index = pd.Series(np.arange(len(manifest)), index=manifest["path"])
     idx = {r: index.loc[rows.loc[rows["role"] == r, "path"]].to_numpy() for r in ("train", "valid", "test")}
     column = cfg.target
     normalise = cfg.normalise
+    head = {"unit": str(rows["unit"].iat[0]), "fold": int(rows["fold"].iat[0])}
     if cfg.transfer and cfg.normalise == "corpus":
         X, normalise = _normalise_transfer(X, manifest, idx), "none"
     train, valid, test = (_dataset(X, manifest, idx[r], column) for r in ("train", "valid", "test"))
+    what = f"{head['unit']} fold {head['fold']}"
+    if why := _too_small(cfg, train, test):
+        return {**head, "skipped": f"{what}: not scored, {why}; too small for protocol {cfg.protocol}"}
     by_candidate: dict[str, Any] = {}
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1 if cfg.workers > 1 else None):  # parallel jobs: one BLAS thread each
+    with _thread_limit(cfg.threads_per_worker):
         for cand in _candidates(cfg, X.shape[1]):
-            by_candidate[cand] = _fit_candidate(cfg, cand, normalise, train, valid, test)
+            try:
+                by_candidate[cand] = _fit_candidate(cfg, cand, normalise, train, valid, test)
+            except ValueError as exc:  # a data problem in this fold: the other folds are still scored
+                return {**head, "skipped": f"{what}: not scored, {_one_line(exc)}"}
     scores = {c: v["valid_score"] for c, v in by_candidate.items()}
     best = max(scores, key=lambda c: -np.inf if np.isnan(scores[c]) else scores[c])
     test_rows = manifest.iloc[idx["test"]]
     return {
-        "unit": str(rows["unit"].iat[0]),
-        "fold": int(rows["fold"].iat[0]),
+        **head,
         "shots": int(rows["shots"].iat[0]) if "shots" in rows else 0,
         "repeat": int(rows["repeat"].iat[0]) if "repeat" in rows else 0,
         "labels": str(rows["labels"].iat[0]) if "labels" in rows else "",
@@ -284,34 +601,62 @@ def _run_job(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, rows: 
     }
 
 
-def _job_name(unit: str, fold: int) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{unit}-fold{fold:03d}")
+def _job_base(cfg: BenchmarkConfig, extractor: FeatureExtractor) -> dict[str, Any]:
+    """What every job of a run depends on besides its rows."""
+    return {"format": JOB_FORMAT, "emolingua": __version__, "features": extractor.fingerprint(),
+            "model": cfg.model, "model_options": cfg.model_options, "target": cfg.target, "layers": cfg.layers,
+            "normalise": cfg.normalise, "labels": list(cfg.labels), "seed": cfg.seed,
+            "transfer": cfg.protocol.split(":")[0] if cfg.transfer else ""}  # fmt: skip
+
+
+def _job_keys(cfg: BenchmarkConfig, base: dict[str, Any], manifest: pd.DataFrame, splits: pd.DataFrame
+              ) -> dict[tuple[str, int], str]:  # fmt: skip
+    """sha256 of a canonical JSON of everything a job depends on, per (unit, fold): ``base`` and
+    its rows: every split column, and each row's content key, target value, language and speaker."""
+    extra = [c for c in ("content", cfg.target, "label", "language", "speaker") if c not in splits.columns]
+    info = manifest.drop_duplicates("path").set_index("path")[list(dict.fromkeys(extra))]
+    joined = splits.join(info, on="path")
+    columns = sorted(joined.columns)
+    keys = {}
+    for (unit, fold), rows in joined.groupby(["unit", "fold"], sort=True):
+        table = rows[columns].astype(str).sort_values(columns).to_numpy().tolist()
+        blob = json.dumps({**base, "columns": columns, "rows": table}, sort_keys=True, default=str)
+        keys[(str(unit), int(fold))] = hashlib.sha256(blob.encode()).hexdigest()
+    return keys
+
+
+def _job_file(jobs_dir: Path, unit: str, fold: int, key: str) -> Path:
+    return jobs_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{unit}-fold{fold:03d}") + f"-{key[:20]}.json")
 
 
 def _run_jobs(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, splits: pd.DataFrame, out: Path,
-              *, progress: bool) -> list[dict[str, Any]]:  # fmt: skip
-    jobs_dir = out / "jobs" / cfg.fingerprint()
+              base: dict[str, Any], *, progress: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+    """Every job's result (cached ones read back) and the counts of jobs reused and computed."""
+    jobs_dir = out / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
-    groups = [(name, rows) for name, rows in splits.groupby(["unit", "fold"], sort=True)]
-    todo = [(unit, fold, rows) for (unit, fold), rows in groups if not (jobs_dir / f"{_job_name(unit, fold)}.json").exists()]
+    keys = _job_keys(cfg, base, manifest, splits)
+    groups = [((str(u), int(f)), rows) for (u, f), rows in splits.groupby(["unit", "fold"], sort=True)]
+    files = {uf: _job_file(jobs_dir, *uf, keys[uf]) for uf, _ in groups}
+    todo = [(uf, rows) for uf, rows in groups if not files[uf].exists()]
 
     from joblib import Parallel, delayed
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    def save(result: dict[str, Any]) -> None:
-        path = jobs_dir / f"{_job_name(result['unit'], result['fold'])}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result))
-        os.replace(tmp, path)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), disable=not progress) as bar:  # fmt: skip
         task = bar.add_task(f"{cfg.model} on {cfg.protocol}", total=len(groups), completed=len(groups) - len(todo))
         runner = Parallel(n_jobs=cfg.workers, return_as="generator_unordered")
-        for result in runner(delayed(_run_job)(cfg, X, manifest, rows) for _, _, rows in todo):
-            save(result)
+        for result in runner(delayed(_run_job)(cfg, X, manifest, rows) for _, rows in todo):
+            uf = (result["unit"], result["fold"])
+            with atomic_write(files[uf], "w") as f:  # written at once: a killed run resumes here
+                f.write(json.dumps({"key": keys[uf], **result}))
             bar.advance(task)
-    return [json.loads((jobs_dir / f"{_job_name(u, f)}.json").read_text()) for (u, f), _ in groups]
+    jobs = [json.loads(files[uf].read_text()) for uf, _ in groups]
+    counts = {"total": len(groups), "reused": len(groups) - len(todo), "computed": len(todo),
+              "skipped": sum("skipped" in j for j in jobs)}  # fmt: skip
+    for job, (uf, _) in zip(jobs, groups):
+        job["file"] = files[uf].name
+    return jobs, counts
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -443,12 +788,21 @@ def _write_report(cfg: BenchmarkConfig, results: dict[str, Any], languages: dict
                   f"chosen counts {results['chosen']}):", "",
                   markdown_table(header=["corpus", *cands],
                                  rows=[[c, *[_pct(v[k]) for k in cands]] for c, v in results["layers"].items()]), ""]  # fmt: skip
+    jobs = results["jobs"]
+    skipped = f"; {jobs['skipped']} not scored, see the notes" if jobs["skipped"] else ""
+    lines += [f"Jobs: {jobs['total']} ({jobs['reused']} reused from earlier runs, {jobs['computed']} computed{skipped}).", ""]
+    if results["notes"]:
+        lines += ["Notes:", "", *[f"- {note}" for note in results["notes"]], ""]
     lines.append("Figures: " + ", ".join(f"`{p.relative_to(out)}`" for p in sorted(out.rglob("*.png"))))
-    lines += ["", "Reproduce: `emolingua benchmark --config config.yaml` (written beside this report)."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"Reproduce: `emolingua benchmark --config {out / 'config.yaml'}` (the config, with absolute paths, "
+              "is written beside this report)."]
+    with atomic_write(out / "report.md", "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _plots(cfg: BenchmarkConfig, results: dict[str, Any], out: Path) -> None:
+    for old in [*out.glob("confusion/*.png"), out / "layers.png", out / "few_shot.png"]:  # from an earlier run
+        old.unlink(missing_ok=True)
     for r in results["corpora"]:
         if "confusion" in r:
             name = re.sub(r"[^A-Za-z0-9_.-]+", "-", r["corpus"]).strip("-")
@@ -464,36 +818,91 @@ def _plots(cfg: BenchmarkConfig, results: dict[str, Any], out: Path) -> None:
         plot_few_shot(curves=curves, path=out / "few_shot.png", title=f"Few-shot adaptation ({cfg.model}, {cfg.features})")
 
 
+def _empty_results() -> dict[str, Any]:
+    return {"corpora": [], "few_shot": [], "layers": {}, "chosen": {}, "job_files": []}
+
+
+def _evaluate(cfg: BenchmarkConfig, base: dict[str, Any], X: np.ndarray, manifest: pd.DataFrame, out: Path, *,
+              progress: bool) -> tuple[dict[str, Any], dict[str, int], list[str]]:  # fmt: skip
+    """Splits, jobs (cached) and scores of one target; the notes name the folds not scored."""
+    counts = {"total": 0, "reused": 0, "computed": 0, "skipped": 0}
+    splits = _splits(cfg, manifest) if len(manifest) else pd.DataFrame()
+    if splits.empty:
+        return _empty_results(), counts, []
+    jobs, counts = _run_jobs(cfg, X, manifest, splits, out, base, progress=progress)
+    scored = [j for j in jobs if "skipped" not in j]
+    results = _score(cfg, scored) if scored else _empty_results()
+    results["job_files"] = [j["file"] for j in jobs]
+    return results, counts, [j["skipped"] for j in jobs if "skipped" in j]
+
+
+def _check_layers(cfg: BenchmarkConfig, X: np.ndarray) -> None:
+    if cfg.layers in ("select", "all") or X.size == 0:
+        return
+    n = X.shape[1]
+    if not -n <= int(cfg.layers) < n:
+        raise ConfigError(f"layers {cfg.layers}: out of range; {cfg.features} has {n} layers, 0..{n - 1}")
+
+
+def _own_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The messages of emolingua's own warnings; other libraries' are handed back to the warning
+    filters (the command line hides them unless --debug)."""
+    package = Path(__file__).parent
+    own = []
+    for w in caught:
+        if Path(w.filename).is_relative_to(package) and not issubclass(w.category, DeprecationWarning):
+            own.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return list(dict.fromkeys(own))
+
+
 def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a benchmark and write results.json, report.md and the figures to ``cfg.output``."""
+    """Run (or resume) a benchmark and write results.json, report.md and the figures to ``cfg.output``.
+
+    The whole configuration is validated first (:meth:`BenchmarkConfig.validate`), before anything
+    is scanned or extracted. ``results["jobs"]`` counts the fold jobs reused and computed.
+    """
     start = time.perf_counter()
+    cfg = dataclasses.replace(cfg, **_check_types(cfg.to_dict(), where="config")).resolved()
+    extractor = _check(cfg)
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
     import yaml
 
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    notes: list[str] = []
+    with atomic_write(out / "config.yaml", "w") as f:
+        f.write(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))  # tuples as lists
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        manifest, without_categories, languages = _manifest(cfg, out)
-        X, manifest = _features(cfg, manifest, progress=progress)
-        splits = _splits(cfg, manifest)
-    notes += sorted({str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)})
-    jobs = _run_jobs(cfg, X, manifest, splits, out, progress=progress) if len(splits) else []
-    results = _score(cfg, jobs) if jobs else {"corpora": [], "few_shot": [], "layers": {}, "chosen": {}}
-    if without_categories:  # e.g. BAVED: no categories, so its intensity levels are the classes
-        sub = dataclasses.replace(cfg, target="intensity", only_corpora=tuple(without_categories),
-                                  output=str(out / "intensity"))  # fmt: skip
-        extra = run_benchmark(sub, progress=progress)
-        for r in extra["corpora"]:
-            r["corpus"] = f"{r['corpus']} (intensity)"
-        results["corpora"] += extra["corpora"]
-        results["layers"].update({f"{k} (intensity)": v for k, v in extra["layers"].items()})
-        notes.append(f"scored on intensity levels (no emotion categories): {', '.join(without_categories)}")
+        manifest, notes = _manifest(cfg, out)
+        languages = manifest.groupby("corpus")["language"].first().astype(str).to_dict()
+        without = _without_categories(cfg, manifest)
+        on_intensity = manifest["corpus"].isin(without).to_numpy()
+        keep = (_scorable(cfg.target, manifest) & ~on_intensity) | (_scorable("intensity", manifest) & on_intensity)
+        X, manifest, left_out = _features(cfg, extractor, manifest[keep].reset_index(drop=True), progress=progress)
+        _check_layers(cfg, X)
+        notes += left_out
+        base = _job_base(cfg, extractor)
+        main = ~manifest["corpus"].isin(without).to_numpy()
+        results, counts, skipped = _evaluate(cfg, base, X[main], manifest[main].reset_index(drop=True), out,
+                                             progress=progress)  # fmt: skip
+        notes += skipped
+        if without:  # e.g. BAVED: no categories, so its intensity levels are the classes
+            sub = dataclasses.replace(cfg, target="intensity", only_corpora=tuple(without))
+            extra, more, skipped = _evaluate(sub, _job_base(sub, extractor), X[~main],
+                                             manifest[~main].reset_index(drop=True), out, progress=progress)  # fmt: skip
+            for r in extra["corpora"]:
+                r["corpus"] = f"{r['corpus']} (intensity)"
+            results["corpora"] += extra["corpora"]
+            results["layers"].update({f"{k} (intensity)": v for k, v in extra["layers"].items()})
+            results["job_files"] += extra["job_files"]
+            counts = {k: counts[k] + more[k] for k in counts}
+            notes += [*skipped, f"scored on intensity levels (no emotion categories): {', '.join(without)}"]
+    notes = _own_warnings(caught) + notes
     seconds = time.perf_counter() - start
-    results.update({"config": cfg.to_dict(), "notes": notes, "seconds": seconds,
+    results.update({"config": cfg.to_dict(), "jobs": counts, "notes": notes, "seconds": seconds,
                     "emobox_reference": _emobox_reference(cfg)})  # fmt: skip
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    with atomic_write(out / "results.json", "w") as f:
+        f.write(json.dumps(results, indent=1, default=str))
     _plots(cfg, results, out)
     _write_report(cfg, results, languages, out, seconds)
     return results

@@ -2,23 +2,78 @@
 
     emolingua corpora scan ../shared/corpora --output manifest.parquet
     emolingua splits make manifest.parquet --protocol loso --output splits.parquet
+
+A user's mistake (any :class:`emolingua.errors.EmolinguaError`, an OSError on a path the user
+gave) is printed as one line, ``error: <what>: <why and what to do>``, on stderr, with exit
+status 2; ``--debug`` (or ``EMOLINGUA_DEBUG=1``) shows the traceback instead. Output to a file
+or a pipe is never wrapped; other libraries' progress bars and warnings are hidden unless
+``--debug``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
+import zipfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from emolingua import __version__
+from emolingua.errors import ConfigError, EmolinguaError, InputFileError
 
-app = typer.Typer(help="Speech emotion recognition in many languages.", no_args_is_help=True, add_completion=False)
+_debug = {"on": False}
+
+
+def _debugging() -> bool:
+    return _debug["on"] or os.environ.get("EMOLINGUA_DEBUG", "") not in ("", "0")
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message for a user's mistake, or None for a programming error."""
+    if isinstance(exc, EmolinguaError):
+        message = str(exc)
+    elif isinstance(exc, OSError) and exc.filename:
+        message = f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions"
+    elif isinstance(exc, OSError):
+        message = f"{exc.strerror or exc}"
+    else:
+        import yaml
+
+        if not isinstance(exc, yaml.YAMLError):
+            return None
+        message = f"config: not valid YAML ({exc})"
+    return " ".join(message.split())
+
+
+def _print_error(message: str) -> None:
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+
+
+class _Group(TyperGroup):
+    """The top-level group: every command runs inside the one handler of users' mistakes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            message = _user_error(exc)
+            if message is None or _debugging():
+                raise
+            _print_error(message)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(help="Speech emotion recognition in many languages.", no_args_is_help=True, add_completion=False,
+                  cls=_Group)  # fmt: skip
 corpora_app = typer.Typer(help="Find corpora, list their utterances, show the emotion taxonomy.", no_args_is_help=True)
 splits_app = typer.Typer(help="Make train / valid / test splits under honest protocols.", no_args_is_help=True)
 features_app = typer.Typer(help="Extract features into a crash-safe store; list what a store holds.", no_args_is_help=True)
@@ -28,8 +83,38 @@ app.add_typer(splits_app, name="splits")
 app.add_typer(features_app, name="features")
 app.add_typer(bench_app, name="bench")
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(*, stderr: bool) -> Console:
+    """Never wrapped: a terminal wraps long lines itself; a file or pipe gets them whole."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    return console if console.is_terminal else Console(stderr=stderr, soft_wrap=True, width=100_000)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Only emolingua's own progress and notes: no hub progress bars, transformers' advice or
+    other libraries' warnings (all shown with --debug)."""
+    if debug:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # extraction worker processes report through emolingua
+    if "transformers" in sys.modules:  # the variables above are read at import
+        sys.modules["transformers"].logging.set_verbosity_error()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"emolingua(\.|$)")
+    warnings.showwarning = _show_note
+
+
+def _show_note(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+               line: str | None = None) -> None:  # fmt: skip
+    err_console.print(f"[yellow]note:[/] {escape(str(message))}", highlight=False)
 
 
 def _version(value: bool) -> None:
@@ -43,8 +128,13 @@ def _main(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and other libraries' warnings (also EMOLINGUA_DEBUG=1).")
+    ] = False,
 ) -> None:
     """emolingua: speech emotion recognition for low-resource languages."""
+    _debug["on"] = debug
+    _quiet_libraries(_debugging())
 
 
 # ----------------------------------------------------------------------------- corpora
@@ -168,6 +258,12 @@ def splits_make(
 
 
 # ---------------------------------------------------------------------------- features
+def _at_least(low: float, **values: float | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
+
+
 def _parse_options(pairs: list[str] | None) -> dict[str, object]:
     """``key=value`` pairs; values are read as JSON when they parse (numbers, lists), else as text."""
     options: dict[str, object] = {}
@@ -199,23 +295,19 @@ def features_extract(
     batch_seconds: Annotated[float, typer.Option(help="Audio seconds per stored batch.")] = 120.0,
 ) -> None:
     """Fill the store with features of every file in MANIFEST; a rerun resumes."""
-    from emolingua.corpora import read_manifest
-    from emolingua.features import get_extractor
+    from emolingua.benchmark import check_writable, checked_extractor, checked_manifest
     from emolingua.features.extract import default_store_dir, extract_to_store
     from emolingua.features.store import FeatureStore
 
+    _at_least(1, workers=workers, threads=threads, batch_seconds=batch_seconds)
     options = _parse_options(option)
     if threads is not None:
         options["threads"] = threads
-    try:
-        ex = get_extractor(extractor, **options)
-    except (KeyError, TypeError, ValueError) as exc:
-        err_console.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}")
-        raise typer.Exit(2) from None
+    df = checked_manifest(manifest)  # every mistake is found before the first batch is computed
+    feature_store = FeatureStore(root=check_writable(store or default_store_dir(), what="feature store"))
+    ex = checked_extractor(extractor, options=options)
     if ex.licence_note:
         err_console.print(f"[yellow]licence:[/] {ex.licence_note}")
-    df = read_manifest(manifest)
-    feature_store = FeatureStore(root=store or default_store_dir())
     summary = extract_to_store(paths=df["path"].tolist(), extractor=ex, store=feature_store,
                                durations=df["duration"].tolist() if "duration" in df else None,
                                batch_seconds=batch_seconds, workers=workers)  # fmt: skip
@@ -240,7 +332,13 @@ def features_list(
 
     console.print("extractors: " + ", ".join(extractor_names()))
     feature_store = FeatureStore(root=store or default_store_dir())
-    infos = feature_store.info()
+    if feature_store.root.exists() and not feature_store.root.is_dir():
+        raise InputFileError(f"store {feature_store.root}: is a file, not a feature store folder")
+    try:
+        infos = feature_store.info()
+    except (ValueError, KeyError, zipfile.BadZipFile) as exc:  # a store that reports damage does not raise
+        raise InputFileError(f"store {feature_store.root}: damaged ({' '.join(str(exc).split())}); the next "
+                             "`features extract` into it recomputes what is lost") from None  # fmt: skip
     if not infos:
         console.print(f"store {feature_store.root}: empty")
         return
@@ -251,6 +349,9 @@ def features_list(
         opts = ", ".join(f"{k}={v}" for k, v in i.options.items())
         table.add_row(i.fingerprint, i.extractor, opts, str(i.entries), str(i.failures), f"{i.bytes / 1e6:.1f}")
     console.print(table)
+    for i in infos:
+        for problem in getattr(i, "problems", ()):
+            err_console.print(f"[yellow]damaged:[/] {i.fingerprint}: {escape(problem)}", highlight=False)
 
 
 # ------------------------------------------------------------------------------- bench
@@ -315,34 +416,36 @@ def benchmark_cmd(
     corpus: Annotated[Optional[list[str]], typer.Option("--corpus", help="Only these corpora (repeatable).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of splits and models.")] = None,
     store: Annotated[Optional[str], typer.Option(help="Feature store folder.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel fold jobs.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel fold jobs and extraction processes (default 1).")] = None,
+    threads: Annotated[
+        Optional[int], typer.Option(help="BLAS/torch threads per worker (default: the cores divided by --workers).")
+    ] = None,
 ) -> None:
     """Scan, extract (cached), train and score on every corpus; write a report to OUTPUT."""
     from emolingua.benchmark import BenchmarkConfig, run_benchmark
 
     overrides = {"corpora": corpora, "output": output, "features": features, "protocol": protocol, "model": model,
                  "target": target, "layers": layers, "normalise": normalise, "seed": seed, "store": store,
-                 "workers": workers, "only_corpora": tuple(corpus) if corpus else None,
+                 "workers": workers, "threads": threads, "only_corpora": tuple(corpus) if corpus else None,
                  "feature_options": _parse_options(feature_option) if feature_option else None,
                  "model_options": _parse_options(model_option) if model_option else None}  # fmt: skip
-    try:
-        if config is not None:
-            cfg = BenchmarkConfig.from_file(config, **overrides)
-        else:
-            if corpora is None or output is None:
-                raise ValueError("give --corpora and --output (or --config FILE)")
-            cfg = BenchmarkConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    results = run_benchmark(cfg)
+    if config is not None:
+        cfg = BenchmarkConfig.from_file(config, **overrides)
+    elif corpora is None or output is None:
+        raise ConfigError("benchmark: --corpora and --output are needed (or --config FILE)")
+    else:
+        cfg = BenchmarkConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    results = run_benchmark(cfg)  # validates the whole configuration before any work
     for note in results["notes"]:
-        err_console.print(f"[yellow]note:[/] {note}")
-    console.print((Path(cfg.output) / "report.md").read_text())
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    jobs = results["jobs"]
+    err_console.print(f"jobs: {jobs['reused']} reused, {jobs['computed']} computed (of {jobs['total']})")
+    # The report is Markdown for files and pipes: written as is, never wrapped or read as markup.
+    typer.echo((Path(results["config"]["output"]) / "report.md").read_text(), nl=False)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: users' mistakes are one line on stderr and exit status 2 (see ``_Group``)."""
     app()
 
 
