@@ -39,8 +39,8 @@ def files(tmp_path, tone):
     return tmp_path
 
 
-MANIFESTS = {"missing.parquet": "manifest not found", "random.parquet": "not a readable manifest",
-             "manifest.txt": "unknown table format", "nopath.csv": "no `path` column", "empty-root": "is a folder"}  # fmt: skip
+MANIFESTS = {"missing.parquet": "no such file", "random.parquet": "not a Parquet file",
+             "manifest.txt": "unknown manifest format", "nopath.csv": "no 'path' column", "empty-root": "is a folder"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(MANIFESTS))
@@ -171,7 +171,7 @@ def test_console_script_prints_one_unwrapped_line_to_a_pipe(tmp_path):
     res = _run("features", "extract", str(long), "-e", "mfcc", cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     (line,) = res.stderr.splitlines()
-    assert line.startswith(f"error: {long}: manifest not found") and len(line) > 200
+    assert line.startswith(f"error: {long}: no such file") and len(line) > 200
     debug = _run("--debug", "features", "extract", str(long), "-e", "mfcc", cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 

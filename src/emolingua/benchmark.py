@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import types
 import typing
@@ -43,6 +42,7 @@ import pandas as pd
 from emolingua import __version__
 from emolingua.corpora import read_manifest, scan_corpora, write_manifest
 from emolingua.errors import ConfigError, EmolinguaError, InputFileError
+from emolingua.fileio import check_writable
 from emolingua.features import FeatureExtractor, get_extractor
 from emolingua.features.extract import default_store_dir, extract_to_store
 from emolingua.features.store import FeatureStore
@@ -60,7 +60,7 @@ from emolingua.protocols import (
 )
 from emolingua.reports import markdown_table, plot_confusion, plot_few_shot, plot_layers
 
-__all__ = ["BenchmarkConfig", "check_writable", "checked_extractor", "checked_manifest", "cpu_count",
+__all__ = ["BenchmarkConfig", "checked_extractor", "cpu_count",
            "load_emobox_reference", "run_benchmark"]  # fmt: skip
 
 TARGETS = ("label", "intensity", "arousal", "valence")
@@ -261,19 +261,6 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def check_writable(folder: str | os.PathLike, *, what: str) -> Path:
-    """Create ``folder`` if needed and prove that a file can be written in it (InputFileError if not)."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".emolingua-write-test-"):
-            pass
-    except OSError as exc:
-        why = exc.strerror or _one_line(exc)
-        raise InputFileError(f"{what} {path}: not writable ({why}); choose another folder or fix its permissions") from None
-    return path
-
-
 def checked_extractor(spec: str, *, options: dict[str, Any]) -> FeatureExtractor:
     """``get_extractor(spec, **options)``, with an unknown name or option raised as ConfigError."""
     try:
@@ -282,26 +269,6 @@ def checked_extractor(spec: str, *, options: dict[str, Any]) -> FeatureExtractor
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"features {spec!r}: {_one_line(exc.args[0] if exc.args else exc)}") from None
-
-
-def checked_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """:func:`read_manifest`, with every way a manifest file can be wrong raised as InputFileError."""
-    p = Path(path)
-    hint = "give a .parquet, .csv or .jsonl file written by `emolingua corpora scan ROOT --output FILE`"
-    if not p.exists():
-        raise InputFileError(f"{p}: manifest not found; {hint}")
-    if p.is_dir():
-        raise InputFileError(f"{p}: is a folder, not a manifest; {hint}")
-    try:
-        df = read_manifest(p)
-    except EmolinguaError:
-        raise
-    except Exception as exc:  # pandas, pyarrow and json raise many types for a damaged file
-        why = getattr(exc, "strerror", None) or _one_line(exc) or type(exc).__name__
-        raise InputFileError(f"{p}: not a readable manifest ({why}); {hint}") from exc
-    if "path" not in df.columns:
-        raise InputFileError(f"{p}: no `path` column, so not a manifest; {hint}")
-    return df
 
 
 def _check_protocol(cfg: BenchmarkConfig) -> None:
@@ -393,7 +360,7 @@ def _manifest(cfg: BenchmarkConfig, out: Path) -> tuple[pd.DataFrame, list[str]]
     notes naming the rows left out."""
     source = Path(cfg.corpora)
     if source.is_file():
-        manifest = checked_manifest(source)
+        manifest = read_manifest(source)
         missing = sorted({"corpus", "speaker", "language", "label"} - set(manifest.columns))
         if missing:
             raise InputFileError(f"{source}: manifest lacks column(s) {', '.join(missing)}; "

@@ -295,7 +295,9 @@ def features_extract(
     batch_seconds: Annotated[float, typer.Option(help="Audio seconds per stored batch.")] = 120.0,
 ) -> None:
     """Fill the store with features of every file in MANIFEST; a rerun resumes."""
-    from emolingua.benchmark import check_writable, checked_extractor, checked_manifest
+    from emolingua.benchmark import checked_extractor
+    from emolingua.fileio import check_writable
+    from emolingua.corpora import read_manifest
     from emolingua.features.extract import default_store_dir, extract_to_store
     from emolingua.features.store import FeatureStore
 
@@ -303,7 +305,7 @@ def features_extract(
     options = _parse_options(option)
     if threads is not None:
         options["threads"] = threads
-    df = checked_manifest(manifest)  # every mistake is found before the first batch is computed
+    df = read_manifest(manifest)  # every mistake is found before the first batch is computed
     feature_store = FeatureStore(root=check_writable(store or default_store_dir(), what="feature store"))
     ex = checked_extractor(extractor, options=options)
     if ex.licence_note:

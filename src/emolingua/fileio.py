@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
-__all__ = ["atomic_write", "content_key", "content_keys", "file_sha256"]
+from emolingua.errors import InputFileError
+
+__all__ = ["atomic_write", "check_writable", "content_key", "content_keys", "file_sha256"]
 
 _CHUNK = 1 << 20
 
@@ -66,3 +69,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | os.PathLike, *, what: str) -> Path:
+    """Create ``folder`` if needed and prove that a file can be written in it, before any work.
+
+    >>> check_writable("runs/loso", what="output")      # doctest: +SKIP
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".emolingua-write-test-"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or str(exc).splitlines()[0]
+        raise InputFileError(f"{what} {path}: not writable ({why}); choose another folder or fix its permissions") from None
+    return path
