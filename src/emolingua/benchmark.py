@@ -607,10 +607,12 @@ def _run_jobs(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, split
     todo = [(uf, rows) for uf, rows in groups if not files[uf].exists()]
 
     from joblib import Parallel, delayed
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), disable=not progress) as bar:  # fmt: skip
+                  TextColumn("eta"), TimeRemainingColumn(), disable=not progress,
+                  console=Console(stderr=True)) as bar:  # fmt: skip  (stdout carries results only)
         task = bar.add_task(f"{cfg.model} on {cfg.protocol}", total=len(groups), completed=len(groups) - len(todo))
         runner = Parallel(n_jobs=cfg.workers, return_as="generator_unordered")
         for result in runner(delayed(_run_job)(cfg, X, manifest, rows) for _, rows in todo):

@@ -302,7 +302,10 @@ def extract_to_store(
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]} files"),
                TextColumn("{task.fields[rate]}x real time"), TimeElapsedColumn(), TextColumn("eta"),
                TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    from rich.console import Console
+
+    # progress goes to stderr: stdout carries results only, so it can be piped
+    with Progress(*columns, disable=not progress, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"{extractor.spec}", total=max(total_audio, 1e-9), files=0, rate="-")
 
         def on_batch(audio: float, n: int, skipped: int, fails: list[tuple[str, str]]) -> None:
