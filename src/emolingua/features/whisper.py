@@ -4,7 +4,7 @@
 converted once to a Hugging Face ``WhisperModel`` (:mod:`emolingua.features.whisper_convert`);
 ``whisper:<hub id or folder>`` loads any other Whisper size through transformers.
 
->>> ex = get_extractor("whisper-base", input="fitted", precision="int8")   # doctest: +SKIP
+>>> ex = get_extractor("whisper-base", input="fitted", precision="bf16")   # doctest: +SKIP
 >>> ex.extract([samples])[0].pooled.shape     # (7 hidden states, 2 * 512)  # doctest: +SKIP
 
 Inputs (``input``):
@@ -14,6 +14,17 @@ Inputs (``input``):
   upper layers see a context Whisper never saw in training.
 Audio longer than 30 s is cut into 30 s windows, each encoded, and the statistics pooled over
 all windows' valid frames: nothing is dropped.
+
+Precision (``precision``; the default ``auto`` is resolved when the options are read, so the
+store key names the precision used):
+* ``bf16`` (``auto`` on CPUs with AVX-512 BF16 or AMX): the convolution and Linear weights are
+  cast to bfloat16 once at load (the Linear ones packed for oneDNN); the matrix products run
+  in bfloat16, while the residual stream, the layer norms and the pooled statistics stay in
+  float32. Batched like fp32 (bfloat16 has no per-tensor scales to couple a batch).
+  whisper-base: 0.3 % from fp32 (relative mean absolute difference of the pooled features).
+* ``fp32`` (``auto`` elsewhere): float32 throughout.
+* ``int8``: dynamic int8 quantisation of the Linear layers, one sequence per pass; about 6 %
+  from fp32 on whisper-base, and slower than bf16.
 
 The encoder's forward pass is written here (not transformers' ``WhisperEncoder.forward``) so
 that batches of different lengths are masked: a batched result equals the one-at-a-time
@@ -40,7 +51,11 @@ __all__ = ["WhisperBase", "WhisperConfig", "WhisperExtractor", "default_precisio
 HOP = 160
 N_FFT = 400
 WINDOW_SAMPLES = 30 * 16000
-BUCKET = 64  # mel frames (0.64 s)
+#: Padding granularity in mel frames, and mel frames (batch x length) per forward pass, by
+#: precision. bf16 runs fastest in small, tightly padded batches (measured on AVX-512 BF16);
+#: fp32 keeps the sizes its stored features were computed with (the rounding depends on them).
+BUCKET = {"fp32": 64, "int8": 64, "bf16": 16}
+BATCH_FRAMES = {"fp32": 24000, "int8": 0, "bf16": 3000}
 #: Bump when the encoder code changes the numbers it writes (re-keys stored features).
 IMPL_VERSION = 2
 PRECISIONS = ("bf16", "fp32", "int8")
@@ -78,15 +93,16 @@ class WhisperConfig(ExtractorConfig):
         precision actually used.
     frame_layers: hidden states whose frame sequences are kept (float16), e.g. ``(6,)``.
     frame_stride: keep every n-th frame of those sequences.
-    batch_frames: runtime: at most this many mel frames (batch x length) per forward pass
-        (int8 runs one sequence per pass: its activation scales are per tensor).
+    batch_frames: runtime: at most this many mel frames (batch x length) per forward pass;
+        default by precision (:data:`BATCH_FRAMES`). int8 runs one sequence per pass: its
+        activation scales are per tensor.
     """
 
     input: str = "fitted"
     precision: str = "auto"
     frame_layers: tuple[int, ...] = ()
     frame_stride: int = 1
-    batch_frames: int = runtime(24000)
+    batch_frames: int | None = runtime(None)
 
     def __post_init__(self) -> None:
         if self.input not in ("fitted", "padded"):
@@ -97,7 +113,7 @@ class WhisperConfig(ExtractorConfig):
             raise ConfigError(f"precision={self.precision!r}: must be auto, {', '.join(PRECISIONS)}")
         if self.frame_stride < 1:
             raise ConfigError(f"frame_stride={self.frame_stride!r}: must be >= 1")
-        if self.batch_frames < 1:
+        if self.batch_frames is not None and self.batch_frames < 1:
             raise ConfigError(f"batch_frames={self.batch_frames!r}: must be >= 1")
         object.__setattr__(self, "frame_layers", tuple(int(x) for x in self.frame_layers))
 
@@ -187,11 +203,12 @@ class WhisperExtractor(FeatureExtractor):
         """Hidden states of each mel (n_mels, T): per clip a list of (frames, d) tensors."""
         enc = self._load()
         lengths = [m.shape[1] for m in mels]
-        # Pad to a multiple of BUCKET frames: every new input shape costs the CPU kernels a
+        # Pad to a multiple of the bucket: every new input shape costs the CPU kernels a
         # one-off set-up, so a few dozen shapes instead of one per clip length. Padding is
         # masked everywhere, so the valid frames do not depend on it (fp32, exactly).
         limit = 2 * enc.embed_positions.weight.shape[0]
-        t_max = min(-(-max(lengths) // BUCKET) * BUCKET, limit)
+        bucket = BUCKET[self.config.precision]
+        t_max = min(-(-max(lengths) // bucket) * bucket, limit)
         batch = torch.zeros(len(mels), mels[0].shape[0], t_max)
         for i, m in enumerate(mels):
             batch[i, :, : m.shape[1]] = m
@@ -207,7 +224,7 @@ class WhisperExtractor(FeatureExtractor):
         x = (x + enc.embed_positions.weight[:t_out]) * keep
         states = [x]
         for i, layer in enumerate(enc.layers):
-            x = _layer_forward(layer, x, attn_mask, dtype) * keep  # padded rows stay zero (int8 scales)
+            x = _layer_forward(layer, x, attn_mask, dtype).mul_(keep)  # padded rows stay zero (int8 scales)
             states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
         return [[s[b, : n_out[b]] for s in states] for b in range(len(mels))]
 
@@ -230,7 +247,7 @@ class WhisperExtractor(FeatureExtractor):
         order = sorted(range(len(pieces)), key=lambda i: pieces[i][1].shape[1])
         # int8: dynamic quantisation scales activations per tensor, so a batch would couple its
         # clips; one sequence per pass keeps every clip's result independent of its neighbours.
-        budget = 0 if cfg.precision == "int8" else cfg.batch_frames
+        budget = 0 if cfg.precision == "int8" else cfg.batch_frames or BATCH_FRAMES[cfg.precision]
         for group in _length_batches([pieces[order[g]][1].shape[1] for g in range(len(order))], budget):
             idx = [order[g] for g in group]
             encoded = self._encode([pieces[i][1] for i in idx])
@@ -258,11 +275,11 @@ def _layer_forward(layer: torch.nn.Module, x: torch.Tensor, attn_mask: torch.Ten
     k = attn.k_proj(h).view(b, t, heads, d // heads).transpose(1, 2)
     v = attn.v_proj(h).view(b, t, heads, d // heads).transpose(1, 2)
     a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    x = x + attn.out_proj(a.transpose(1, 2).reshape(b, t, d))
+    x = x + attn.out_proj(a.transpose(1, 2).reshape(b, t, d))  # a new tensor: the input is a kept hidden state
     h = layer.final_layer_norm(x).to(dtype)
     fc1 = layer.fc1
     h = fc1(h, gelu=True) if isinstance(fc1, PackedLinear) else F.gelu(fc1(h))
-    return x + layer.fc2(h)
+    return x.add_(layer.fc2(h))
 
 
 class PackedLinear(torch.nn.Module):
