@@ -55,7 +55,7 @@ WINDOW_SAMPLES = 30 * 16000
 #: precision. bf16 runs fastest in small, tightly padded batches (measured on AVX-512 BF16);
 #: fp32 keeps the sizes its stored features were computed with (the rounding depends on them).
 BUCKET = {"fp32": 64, "int8": 64, "bf16": 16}
-BATCH_FRAMES = {"fp32": 24000, "int8": 0, "bf16": 3000}
+BATCH_FRAMES = {"fp32": 24000, "int8": 0, "bf16": 2000}
 #: Bump when the encoder code changes the numbers it writes (re-keys stored features).
 IMPL_VERSION = 2
 PRECISIONS = ("bf16", "fp32", "int8")
