@@ -196,7 +196,7 @@ def _describe(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
-        return f"a list of {_describe(args[0])}"
+        return "a list of " + {int: "integers", float: "numbers", str: "texts"}.get(args[0], str(args[0]))
     return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
 
 

@@ -51,11 +51,11 @@ __all__ = ["WhisperBase", "WhisperConfig", "WhisperExtractor", "default_precisio
 HOP = 160
 N_FFT = 400
 WINDOW_SAMPLES = 30 * 16000
-#: Padding granularity in mel frames, and mel frames (batch x length) per forward pass, by
-#: precision. bf16 runs fastest in small, tightly padded batches (measured on AVX-512 BF16);
-#: fp32 keeps the sizes its stored features were computed with (the rounding depends on them).
-BUCKET = {"fp32": 64, "int8": 64, "bf16": 16}
-BATCH_FRAMES = {"fp32": 24000, "int8": 0, "bf16": 2000}
+#: Padding granularity in mel frames, by precision. Small, tightly padded batches run fastest
+#: (and hold the least memory) in fp32 and bf16; int8 keeps 64, as its scales see the padding.
+BUCKET = {"fp32": 16, "int8": 64, "bf16": 16}
+#: Mel frames (batch x length) per forward pass; int8 runs one sequence per pass.
+BATCH_FRAMES = {"fp32": 2000, "int8": 0, "bf16": 2000}
 #: Bump when the encoder code changes the numbers it writes (re-keys stored features).
 IMPL_VERSION = 2
 PRECISIONS = ("bf16", "fp32", "int8")
