@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from emolingua.errors import ConfigError, InputFileError, NotAvailableError  # noqa: E402
 from emolingua.features import extractor_names, get_extractor  # noqa: E402
 from emolingua.features.hf import HFExtractor, _windows  # noqa: E402
 
@@ -132,8 +134,8 @@ def test_frames_on_request(models):
     assert frames.shape == (n, HIDDEN)
     np.testing.assert_allclose(frames.mean(0), full.pooled[1, :HIDDEN], atol=2e-2)
     np.testing.assert_array_equal(full.pooled, feats.pooled)  # frames do not change the pooled stats
-    with pytest.raises(ValueError):
-        get_extractor(f"hf:{models['hubert-group']}", frame_layers=(LAYERS + 1,)).extract([clip])
+    with pytest.raises(ConfigError, match=rf"frame_layers=\[{LAYERS + 1}\]: .* valid layers are 0\.\.{LAYERS}"):
+        get_extractor(f"hf:{models['hubert-group']}", frame_layers=(LAYERS + 1,))  # before any weights are loaded
 
 
 @pytest.mark.parametrize("name", ["wav2vec2-group", "wavlm-layer"])
@@ -191,13 +193,24 @@ def test_fingerprint(models, tmp_path):
 
 
 def test_errors(models, tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="needs an argument"):
         get_extractor("hf")
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="unknown option no_such_option; known options: batch_seconds, frame_layers"):
         get_extractor(f"hf:{models['wavlm-layer']}", no_such_option=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="precision='fp16': must be fp32 or int8"):
         get_extractor(f"hf:{models['wavlm-layer']}", precision="fp16")
-    with pytest.raises(FileNotFoundError):
-        get_extractor(f"hf:{tmp_path / 'missing'}").extract(CLIPS[:1])
+    with pytest.raises(ConfigError, match="frame_stride=0: must be >= 1"):
+        get_extractor(f"hf:{models['wavlm-layer']}", frame_stride=0)
+    missing = tmp_path / "missing" / "folder"
+    with pytest.raises(InputFileError, match=f"hf:{missing}: no model folder at {missing}"):
+        get_extractor(f"hf:{missing}")
     assert "hf:<hub id or folder>" in extractor_names()
     assert get_extractor(f"hf:{models['wavlm-layer']}").extract([]) == []
+
+
+def test_hub_id_offline_is_one_quick_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(NotAvailableError, match="not available offline .* hf:/path/to/folder") as caught:
+        get_extractor("hf:emolingua-tests/never-cached-wav2vec2")
+    assert time.monotonic() - start < 5 and "\n" not in str(caught.value)

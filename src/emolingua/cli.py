@@ -361,42 +361,48 @@ def features_list(
 def bench_features_cmd(
     manifest: Annotated[Optional[Path], typer.Option(help="Time on these files (default: generated audio).")] = None,
     extractor: Annotated[
-        Optional[list[str]], typer.Option("--extractor", "-e", help="Extractor, or name[key=value,...] (repeatable).")
+        Optional[list[str]],
+        typer.Option("--extractor", "-e", help="Extractor, or name[key=value,...] (repeatable). Default: whisper-base "
+                                               "at precision fp32, int8 and bf16 side by side."),
     ] = None,
     option: OptionArg = None,
     limit: Annotated[Optional[int], typer.Option(help="At most this many files (random sample, seed 0).")] = None,
-    reference_limit: Annotated[int, typer.Option(help="Files for the slow reference (sample of the same manifest).")] = 100,
+    reference_limit: Annotated[int, typer.Option(help="Files for the slow reference (sample of the same manifest; "
+                                                      "0: no reference).")] = 100,
     generated: Annotated[int, typer.Option(help="Generated clips when no manifest is given.")] = 40,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Time extractors side by side with the transformers reference, in one run."""
+    """Time extractors side by side with the transformers reference, in one run, on the same files."""
     from emolingua.corpora import read_manifest
-    from emolingua.features.bench import bench_features, rows_to_dicts
+    from emolingua.features.bench import DEFAULT_EXTRACTORS, bench_features, rows_to_dicts
 
-    paths = ref_paths = None
+    paths = ref_paths = durations = None
     if manifest is not None:
         df = read_manifest(manifest)
         if limit is not None and limit < len(df):
             df = df.sample(limit, random_state=0)
         paths = df["path"].tolist()
+        durations = df["duration"].astype(float).tolist() if "duration" in df else None
         ref_paths = df.sample(min(reference_limit, len(df)), random_state=0)["path"].tolist()
     options = _parse_options(option)
     specs = []
-    for item in extractor or ["whisper-base"]:  # name, or name[key=value,key=value]
-        name, _, extra = item.partition("[")
+    for item in extractor or [f"{name}[precision={o['precision']}]" for name, o in DEFAULT_EXTRACTORS]:
+        name, _, extra = item.partition("[")  # name, or name[key=value,key=value]
         specs.append((name, {**options, **_parse_options([kv for kv in extra.rstrip("]").split(",") if kv])}))
-    rows = bench_features(extractors=specs, paths=paths, reference_paths=ref_paths, generated=generated, threads=threads)
+    rows = bench_features(extractors=specs, paths=paths, durations=durations, reference_paths=ref_paths,
+                          generated=generated, threads=threads, reference=reference_limit > 0)  # fmt: skip
     if as_json:
         typer.echo(json.dumps(rows_to_dicts(rows), indent=2))
         return
-    table = Table(title="feature extraction speed (decoding not timed)")
+    table = Table(title="feature extraction speed (decoding not timed; same files, one process each, in turn)")
     table.add_column("extractor", no_wrap=True)
-    for col in ("options", "clips", "audio s", "wall s", "x RT", "load s", "peak MB"):
+    for col in ("options", "clips", "audio s", "wall s", "x RT", f"vs {rows[0].options}", "load s", "peak MB"):
         table.add_column(col)
     for r in rows:
         table.add_row(r.extractor, r.options, str(r.clips), f"{r.audio_seconds:.0f}", f"{r.wall_seconds:.1f}",
-                      f"{r.realtime:.1f}", f"{r.load_seconds:.1f}", f"{r.peak_rss_mb:.0f}")  # fmt: skip
+                      f"{r.realtime:.1f}", f"{r.realtime / rows[0].realtime:.2f}", f"{r.load_seconds:.1f}",
+                      f"{r.peak_rss_mb:.0f}")  # fmt: skip
     console.print(table)
 
 

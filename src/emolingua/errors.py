@@ -12,7 +12,7 @@ keeps working.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "EmolinguaError", "InputFileError", "NotAvailableError"]
+__all__ = ["ConfigError", "EmolinguaError", "InputFileError", "NotAvailableError", "UnknownNameError"]
 
 
 class EmolinguaError(Exception):
@@ -29,3 +29,10 @@ class InputFileError(EmolinguaError, ValueError):
 
 class NotAvailableError(EmolinguaError, OSError):
     """Something that would have to be downloaded (a hub model) and cannot be had offline."""
+
+
+class UnknownNameError(EmolinguaError, KeyError):
+    """A name (extractor, corpus, model) that is not registered; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""

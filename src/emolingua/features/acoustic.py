@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from emolingua.errors import ConfigError
 from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, pool_frames
 
 __all__ = [
@@ -111,19 +112,19 @@ class SpectralConfig(ExtractorConfig):
 
     def __post_init__(self) -> None:
         if self.n_mels < 1:
-            raise ValueError("n_mels must be >= 1")
+            raise ConfigError(f"n_mels={self.n_mels!r}: must be >= 1")
         if self.win_ms <= 0 or self.hop_ms <= 0:
-            raise ValueError("win_ms and hop_ms must be > 0")
+            raise ConfigError(f"win_ms={self.win_ms!r}, hop_ms={self.hop_ms!r}: both must be > 0")
         if self.win_length < 2 or self.hop_length < 1:
-            raise ValueError(f"window {self.win_ms} ms / hop {self.hop_ms} ms is too short at {SAMPLE_RATE} Hz")
+            raise ConfigError(f"win_ms={self.win_ms!r}, hop_ms={self.hop_ms!r}: too short at {SAMPLE_RATE} Hz")
         if self.n_fft is not None and self.n_fft < self.win_length:
-            raise ValueError(f"n_fft ({self.n_fft}) must be >= the window ({self.win_length} samples)")
+            raise ConfigError(f"n_fft={self.n_fft!r}: must be >= the window ({self.win_length} samples)")
         nyquist = SAMPLE_RATE / 2
         top = nyquist if self.fmax is None else self.fmax
         if not 0 <= self.fmin < top <= nyquist:
-            raise ValueError(f"need 0 <= fmin < fmax <= {nyquist:g} Hz, got fmin={self.fmin}, fmax={self.fmax}")
+            raise ConfigError(f"fmin={self.fmin!r}, fmax={self.fmax!r}: need 0 <= fmin < fmax <= {nyquist:g} Hz")
         if self.frame_stride < 1:
-            raise ValueError("frame_stride must be >= 1")
+            raise ConfigError(f"frame_stride={self.frame_stride!r}: must be >= 1")
 
     @property
     def win_length(self) -> int:
@@ -159,9 +160,9 @@ class MfccConfig(SpectralConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.n_mfcc <= self.n_mels:
-            raise ValueError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={self.n_mfcc}, n_mels={self.n_mels}")
+            raise ConfigError(f"n_mfcc={self.n_mfcc!r}: need 1 <= n_mfcc <= n_mels ({self.n_mels})")
         if self.deltas not in (0, 1, 2):
-            raise ValueError(f"deltas must be 0, 1 or 2, not {self.deltas!r}")
+            raise ConfigError(f"deltas={self.deltas!r}: must be 0, 1 or 2")
 
 
 def log_mel_frames(samples: np.ndarray, cfg: SpectralConfig) -> np.ndarray:
@@ -273,9 +274,9 @@ class Ge2eConfig(ExtractorConfig):
 
     def __post_init__(self) -> None:
         if not 0.625 <= self.rate <= 100:
-            raise ValueError(f"rate must be within [0.625, 100] partials per second, not {self.rate}")
+            raise ConfigError(f"rate={self.rate!r}: must be within [0.625, 100] partials per second")
         if not 0 < self.min_coverage <= 1:
-            raise ValueError(f"min_coverage must be within (0, 1], not {self.min_coverage}")
+            raise ConfigError(f"min_coverage={self.min_coverage!r}: must be within (0, 1]")
 
 
 class Ge2eExtractor(FeatureExtractor):

@@ -22,11 +22,15 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import types
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
+
+from emolingua.errors import ConfigError, UnknownNameError
 
 __all__ = [
     "ExtractorConfig",
@@ -34,6 +38,7 @@ __all__ = [
     "Features",
     "extractor_names",
     "get_extractor",
+    "check_layers",
     "pool_frames",
     "runtime",
 ]
@@ -95,15 +100,25 @@ class FeatureExtractor(ABC):
 
     def __init__(self, argument: str | None = None, **options: Any) -> None:
         if self.takes_argument and not argument:
-            raise ValueError(f"extractor {self.name!r} needs an argument: {self.name}:<hub id or folder>")
+            raise ConfigError(f"extractor {self.name!r} needs an argument: use {self.name}:<hub id or folder>")
         if not self.takes_argument and argument:
-            raise ValueError(f"extractor {self.name!r} takes no argument (got {argument!r})")
-        known = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = set(options) - known
-        if unknown:
-            raise TypeError(f"{self.name}: unknown options {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"extractor {self.name!r} takes no argument (got {argument!r}): use {self.name}")
         self.argument = argument
-        self.config = self.Config(**options)
+        fields = {f.name: f for f in dataclasses.fields(self.Config)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ConfigError(f"{self.spec}: unknown option{'s' * (len(unknown) > 1)} {', '.join(unknown)}; "
+                              f"known options: {', '.join(sorted(fields))}")  # fmt: skip
+        hints = typing.get_type_hints(self.Config)
+        checked = {key: _checked(f"{self.spec} option {key}", value, hints[key]) for key, value in options.items()}
+        try:
+            self.config = self.Config(**checked)
+        except ConfigError as exc:  # the config does not know which extractor it belongs to
+            raise ConfigError(f"{self.spec} option {exc}") from None
+        self.check_options()
+
+    def check_options(self) -> None:
+        """Reject options that only the model can judge (e.g. a layer index), without loading weights."""
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -139,6 +154,52 @@ class FeatureExtractor(ABC):
         """Features of each clip (float32 mono at ``sample_rate``); batching is the extractor's business."""
 
 
+def check_layers(option: str, layers: Sequence[int], n_states: int, *, who: str) -> None:
+    """Raise :class:`ConfigError` unless every index is a hidden state ``0 .. n_states - 1``."""
+    bad = [i for i in layers if not 0 <= i < n_states]
+    if bad:
+        raise ConfigError(f"{who} option {option}={list(layers)}: layer {bad[0]} is out of range; "
+                          f"valid layers are 0..{n_states - 1} ({n_states} hidden states)")  # fmt: skip
+
+
+def _checked(what: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits the type ``hint`` (lists become tuples), else :class:`ConfigError`."""
+    ok, value = _fits(value, hint)
+    if not ok:
+        raise ConfigError(f"{what}={value!r}: expected {_describe(hint)}, got {type(value).__name__}")
+    return value
+
+
+def _fits(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            ok, fitted = (value is None, None) if arg is type(None) else _fits(value, arg)
+            if ok:
+                return True, fitted
+        return False, value
+    if origin is tuple:  # tuple[X, ...]; a single X stands for a tuple of one
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        fitted = [_fits(v, args[0]) for v in items]
+        return (True, tuple(v for _, v in fitted)) if all(ok for ok, _ in fitted) else (False, value)
+    if hint is float:  # an integer is a fine float; it is not converted, so fingerprints stay as they were
+        return isinstance(value, (int, float)) and not isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint in (bool, str):
+        return isinstance(value, hint), value
+    return True, value  # anything else is the config's own business
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return "a list of " + {int: "integers", float: "numbers", str: "texts"}.get(args[0], str(args[0]))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
+
+
 def _load_builtins() -> None:
     for module in _BUILTIN_MODULES:
         try:
@@ -162,5 +223,5 @@ def get_extractor(spec: str, **options: Any) -> FeatureExtractor:
     _load_builtins()
     name, _, argument = spec.partition(":")
     if name not in _REGISTRY:
-        raise KeyError(f"unknown extractor {spec!r}; known extractors: {', '.join(extractor_names())}")
+        raise UnknownNameError(f"unknown extractor {spec!r}; known extractors: {', '.join(extractor_names())}")
     return _REGISTRY[name](argument or None, **options)

@@ -37,19 +37,32 @@ rounding). Rule:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import json
 import math
+import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 
-from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, runtime
+from emolingua.errors import ConfigError, InputFileError, NotAvailableError
+from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, check_layers, runtime
 
-__all__ = ["HFConfig", "HFExtractor", "MASK_BATCHING_MODEL_TYPES"]
+__all__ = ["HFConfig", "HFExtractor", "MASK_BATCHING_MODEL_TYPES", "hub_reachable", "layer_features",
+           "load_pretrained", "model_config", "model_folder", "quiet_loading"]  # fmt: skip
+
+T = TypeVar("T")
 
 SAMPLE_RATE = 16000
 
@@ -88,14 +101,131 @@ class HFConfig(ExtractorConfig):
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "int8"):
-            raise ValueError(f"precision must be 'fp32' or 'int8', not {self.precision!r}")
+            raise ConfigError(f"precision={self.precision!r}: must be fp32 or int8")
         if not self.max_seconds_per_window > 0:
-            raise ValueError("max_seconds_per_window must be > 0")
+            raise ConfigError(f"max_seconds_per_window={self.max_seconds_per_window!r}: must be > 0")
         if self.frame_stride < 1:
-            raise ValueError("frame_stride must be >= 1")
+            raise ConfigError(f"frame_stride={self.frame_stride!r}: must be >= 1")
         if not self.batch_seconds > 0:
-            raise ValueError("batch_seconds must be > 0")
+            raise ConfigError(f"batch_seconds={self.batch_seconds!r}: must be > 0")
         object.__setattr__(self, "frame_layers", tuple(int(x) for x in self.frame_layers))
+
+
+# -- models from a folder or the Hugging Face hub, offline first ------------------------------------
+
+
+def model_folder(argument: str, *, who: str) -> Path | None:
+    """The folder ``argument`` names, or ``None`` for a hub id; :class:`InputFileError` for a missing folder."""
+    path = Path(argument).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or argument.startswith((".", "~")) or path.exists() or argument.count("/") > 1:
+        raise InputFileError(f"{who}: no model folder at {argument}: give an existing folder holding config.json")
+    return None
+
+
+def _offline_message(who: str, repo_id: str, family: str) -> str:
+    return (f"{who}: the model {repo_id!r} is not available offline (not in the local Hugging Face cache) and the "
+            f"hub cannot be reached; download it once with network access, or pass a local folder: "
+            f"{family}:/path/to/folder")  # fmt: skip
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_reachable(*, timeout: float = 3.0) -> bool:
+    """Whether the hub may be asked: not in offline mode and its host (or proxy) answers within ``timeout`` s.
+
+    huggingface_hub retries an unreachable host for about 25 s; a TCP connect bounded by a
+    thread is the quick answer.
+    """
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        return False
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    target = urllib.parse.urlparse(proxy) if proxy else url
+    return _connects(target.hostname or "", target.port or (443 if target.scheme == "https" else 80), timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _connects(host: str, port: int, timeout: float) -> bool:
+    answered: list[bool] = []
+
+    def probe() -> None:  # name resolution has no timeout of its own: the thread bounds it
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """While loading a model: no "Loading weights" bars, info logs or deprecation warnings from transformers."""
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as tf_logging
+
+    verbosity, bars = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
+    hub_bars = not hub_utils.are_progress_bars_disabled()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantiz.*deprecated.*")
+            yield
+    finally:
+        tf_logging.set_verbosity(verbosity)
+        if bars:
+            tf_logging.enable_progress_bar()
+        if hub_bars:
+            hub_utils.enable_progress_bars()
+
+
+def load_pretrained(load: Callable[..., T], source: str, *, hub: bool, who: str, family: str, **kwargs: Any) -> T:
+    """``load(source, **kwargs)`` quietly; for a hub id the local cache first, the network only if it answers."""
+    with quiet_loading():
+        if not hub:
+            return load(source, **kwargs)
+        try:
+            return load(source, local_files_only=True, **kwargs)
+        except OSError as exc:
+            if not hub_reachable():
+                raise NotAvailableError(_offline_message(who, source, family)) from exc
+        try:
+            return load(source, **kwargs)
+        except OSError as exc:
+            raise NotAvailableError(f"{who}: {source!r} could not be had from the Hugging Face hub ({exc}); "
+                                    f"check the id, or pass a local folder: {family}:/path/to/folder") from exc  # fmt: skip
+
+
+def _hub_config_file(repo_id: str, revision: str | None, *, who: str, family: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    return load_pretrained(functools.partial(hf_hub_download, filename="config.json", revision=revision), repo_id,
+                           hub=True, who=who, family=family)  # fmt: skip
+
+
+def model_config(argument: str, *, revision: str | None = None, who: str, family: str) -> dict[str, Any]:
+    """The model's ``config.json`` (from the folder, or the hub cache), read without loading weights."""
+    folder = model_folder(argument, who=who)
+    path = folder / "config.json" if folder is not None else _hub_config_file(argument, revision, who=who, family=family)
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputFileError(f"{who}: no config.json in {folder}: give a folder saved by save_pretrained") from None
+    except (OSError, ValueError) as exc:
+        raise InputFileError(f"{who}: cannot read {path}: {exc}") from None
 
 
 class HFExtractor(FeatureExtractor):
@@ -117,12 +247,7 @@ class HFExtractor(FeatureExtractor):
     def _local_dir(self) -> Path | None:
         """The folder the argument names, or ``None`` for a hub id."""
         assert self.argument is not None
-        path = Path(self.argument).expanduser()
-        if path.is_dir():
-            return path
-        if path.is_absolute() or self.argument.startswith((".", "~")) or path.exists():
-            raise FileNotFoundError(f"hf: no model folder at {self.argument!r}")
-        return None
+        return model_folder(self.argument, who=self.spec)
 
     def _source(self) -> tuple[str, dict[str, Any]]:
         local = self._local_dir()
@@ -130,25 +255,35 @@ class HFExtractor(FeatureExtractor):
             return str(local), {}
         return str(self.argument), ({"revision": self.config.revision} if self.config.revision else {})
 
+    def _from_pretrained(self, load: Callable[..., T]) -> T:
+        source, kw = self._source()
+        return load_pretrained(load, source, hub=self._local_dir() is None, who=self.spec, family=self.name, **kw)
+
+    def check_options(self) -> None:
+        """Read config.json (folder or hub cache) to check ``frame_layers``; a missing model fails here."""
+        assert self.argument is not None
+        cfg = model_config(self.argument, revision=self.config.revision, who=self.spec, family=self.name)
+        n_layers = cfg.get("num_hidden_layers")
+        if isinstance(n_layers, int):
+            check_layers("frame_layers", self.config.frame_layers, n_layers + 1, who=self.spec)
+
     # -- loading ------------------------------------------------------------------------------------
     def _load_config(self) -> Any:
         if self._model_config is None:
             from transformers import AutoConfig
 
-            source, kw = self._source()
-            self._model_config = AutoConfig.from_pretrained(source, **kw)
+            self._model_config = self._from_pretrained(AutoConfig.from_pretrained)
         return self._model_config
 
     def _load(self) -> torch.nn.Module:
         if self._model is None:
             from transformers import AutoModel
 
-            source, kw = self._source()
-            model = AutoModel.from_pretrained(source, **kw)
+            model = self._from_pretrained(AutoModel.from_pretrained)
             if getattr(model, "main_input_name", "input_values") != "input_values":
-                raise ValueError(
-                    f"hf: {self.argument!r} is a {type(model).__name__}, which does not take the raw waveform "
-                    "(input_values); use a wav2vec2-family model (for Whisper: whisper:<hub id or folder>)"
+                raise ConfigError(
+                    f"{self.spec}: a {type(model).__name__} does not take the raw waveform (input_values); "
+                    "use a wav2vec2-family model (for Whisper: whisper:<hub id or folder>)"
                 )
             model = model.float().eval()
             if getattr(model, "adapter", None) is not None:  # we want the encoder's states, not the adapter's
@@ -163,13 +298,12 @@ class HFExtractor(FeatureExtractor):
     def _load_feature_extractor(self, model_config: Any) -> Any:
         from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
-        source, kw = self._source()
         local = self._local_dir()
         fe = None
         if local is None or (local / "preprocessor_config.json").is_file():
             try:
-                fe = AutoFeatureExtractor.from_pretrained(source, **kw)
-            except OSError:
+                fe = self._from_pretrained(AutoFeatureExtractor.from_pretrained)
+            except OSError:  # a hub model without preprocessor_config.json gets the fallback below
                 if local is not None:
                     raise
         if fe is None:
@@ -183,11 +317,11 @@ class HFExtractor(FeatureExtractor):
             )
         if self.config.normalize is not None:
             if not hasattr(fe, "do_normalize"):
-                raise ValueError(f"hf: the feature extractor of {self.argument!r} has no do_normalize")
+                raise ConfigError(f"{self.spec} option normalize: its feature extractor has no do_normalize")
             fe.do_normalize = self.config.normalize
         rate = getattr(fe, "sampling_rate", SAMPLE_RATE)
         if rate != SAMPLE_RATE:
-            raise ValueError(f"hf: {self.argument!r} expects {rate} Hz audio; only {SAMPLE_RATE} Hz is supported")
+            raise ConfigError(f"{self.spec}: the model expects {rate} Hz audio; only {SAMPLE_RATE} Hz is supported")
         return fe
 
     # -- identity -----------------------------------------------------------------------------------
@@ -198,7 +332,7 @@ class HFExtractor(FeatureExtractor):
             if local is not None:
                 self._identity = {"files_sha256": _folder_digests(local)}
             else:
-                commit = _hub_commit(str(self.argument), self.config.revision)
+                commit = _hub_commit(str(self.argument), self.config.revision, who=self.spec)
                 self._identity = {"hub_id": self.argument, "revision": commit}
         return self._identity
 
@@ -248,10 +382,6 @@ class HFExtractor(FeatureExtractor):
         if len(clips) == 0:
             return []
         self._load()
-        n_states = self.n_states
-        for i in cfg.frame_layers:
-            if not 0 <= i < n_states:
-                raise ValueError(f"hf: frame_layers entry {i} out of range 0..{n_states - 1}")
         min_len = self._min_samples()
         max_len = max(int(cfg.max_seconds_per_window * SAMPLE_RATE), min_len)
         # every window preprocessed on its own: (clip index, input values)
@@ -322,14 +452,23 @@ class HFExtractor(FeatureExtractor):
         return result
 
     def _features(self, windows: list[list[torch.Tensor]]) -> Features:
-        n_states = len(windows[0])
-        stacked = [torch.cat([w[s] for w in windows]).double() for s in range(n_states)]
-        pooled = torch.stack([torch.cat([st.mean(0), st.std(0, unbiased=False)]) for st in stacked]).float().numpy()
-        frames = None
-        if self.config.frame_layers:
-            stride = self.config.frame_stride
-            frames = {f"layer{i}": stacked[i][::stride].to(torch.float16).numpy() for i in self.config.frame_layers}
-        return Features(pooled=pooled, frames=frames)
+        return layer_features(windows, frame_layers=self.config.frame_layers, frame_stride=self.config.frame_stride)
+
+
+def layer_features(windows: list[list[torch.Tensor]], *, frame_layers: Sequence[int], frame_stride: int) -> Features:
+    """Mean and standard deviation (float64) over every window's frames of each hidden state; kept frames in float16.
+
+    ``windows``: per window of one clip, its hidden states as (frames, dim) tensors.
+    """
+    pooled, frames = [], {}
+    for i in range(len(windows[0])):
+        states = torch.cat([w[i] for w in windows]).double()
+        mean = states.mean(0)
+        # two passes: as exact as torch.std in float64, and several times faster over the first axis
+        pooled.append(torch.cat([mean, (states - mean).square().mean(0).sqrt()]))
+        if i in frame_layers:
+            frames[f"layer{i}"] = states[::frame_stride].to(torch.float16).numpy()
+    return Features(pooled=torch.stack(pooled).float().numpy(), frames=frames or None)
 
 
 def _windows(n: int, max_len: int) -> list[tuple[int, int]]:
@@ -378,18 +517,16 @@ def _folder_digests(folder: Path) -> dict[str, str]:
     if not weights:
         weights = [p for p in files if p.suffix == ".bin" and p.name.startswith("pytorch_model")]
     if not weights:
-        raise FileNotFoundError(f"hf: no weights (*.safetensors, pytorch_model*.bin) in {folder}")
+        raise InputFileError(f"hf: no weights in {folder}: expected *.safetensors or pytorch_model*.bin")
     configs = [p for p in files if p.name in ("config.json", "preprocessor_config.json")]
     return {p.name: _sha256(p) for p in weights + configs}
 
 
-def _hub_commit(repo_id: str, revision: str | None) -> str:
+def _hub_commit(repo_id: str, revision: str | None, *, who: str) -> str:
     """The commit a hub revision resolves to (from the local cache when offline)."""
     if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
         return revision
-    from huggingface_hub import hf_hub_download
-
-    path = Path(hf_hub_download(repo_id, "config.json", revision=revision))
+    path = _hub_config_file(repo_id, revision, who=who, family="hf")
     if path.parent.parent.name == "snapshots":
         return path.parent.name
     return revision or "main"
