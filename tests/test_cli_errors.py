@@ -73,7 +73,7 @@ def test_features_extract_into_a_store_that_is_not_writable_computes_nothing(fil
 def test_features_extract_bad_extractor_and_workers(files):
     base = ["features", "extract", str(files / "good.csv"), "--store", str(files / "store")]
     assert "unknown extractor" in _one_error_line(runner.invoke(app, [*base, "-e", "nope"]))
-    assert "unknown options" in _one_error_line(runner.invoke(app, [*base, "-e", "mfcc", "-O", "colour=red"]))
+    assert "unknown option colour" in _one_error_line(runner.invoke(app, [*base, "-e", "mfcc", "-O", "colour=red"]))
     assert "--workers 0: must be at least 1" in _one_error_line(runner.invoke(app, [*base, "-e", "mfcc", "--workers", "0"]))
     assert not (files / "store").exists() or not any((files / "store").rglob("*.npz"))
 
@@ -81,7 +81,7 @@ def test_features_extract_bad_extractor_and_workers(files):
 BENCHMARK = {
     ("--protocol", "nope"): "protocol 'nope': unknown",
     ("--model", "forest"): "model 'forest': unknown",
-    ("--features", "nope"): "features 'nope': unknown extractor",
+    ("--features", "nope"): "unknown extractor 'nope'",
     ("--layers", "top"): "layers 'top': unknown",
     ("--normalise", "zz"): "normalise 'zz': unknown",
     ("--seed", "-1"): "seed -1: must be at least 0",

@@ -60,7 +60,7 @@ from emolingua.protocols import (
 )
 from emolingua.reports import markdown_table, plot_confusion, plot_few_shot, plot_layers
 
-__all__ = ["BenchmarkConfig", "checked_extractor", "cpu_count",
+__all__ = ["BenchmarkConfig", "cpu_count",
            "load_emobox_reference", "run_benchmark"]  # fmt: skip
 
 TARGETS = ("label", "intensity", "arousal", "valence")
@@ -261,16 +261,6 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def checked_extractor(spec: str, *, options: dict[str, Any]) -> FeatureExtractor:
-    """``get_extractor(spec, **options)``, with an unknown name or option raised as ConfigError."""
-    try:
-        return get_extractor(spec, **options)
-    except EmolinguaError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"features {spec!r}: {_one_line(exc.args[0] if exc.args else exc)}") from None
-
-
 def _check_protocol(cfg: BenchmarkConfig) -> None:
     name, _, arg = cfg.protocol.strip().partition(":")
     known = f"use one of {', '.join(PROTOCOLS)}"
@@ -323,7 +313,7 @@ def _check(cfg: BenchmarkConfig) -> FeatureExtractor:
     check_writable(cfg.store or default_store_dir(), what="feature store")
     options = dict(cfg.feature_options)
     options.setdefault("threads", cfg.threads_per_worker)  # workers x threads never exceeds the cores
-    extractor = checked_extractor(cfg.features, options=options)
+    extractor = get_extractor(cfg.features, **options)  # raises ConfigError for a bad name or option
     extractor.fingerprint()  # resolves a hub model's identity now: offline, that is the error to report
     return extractor
 

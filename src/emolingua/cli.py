@@ -295,7 +295,7 @@ def features_extract(
     batch_seconds: Annotated[float, typer.Option(help="Audio seconds per stored batch.")] = 120.0,
 ) -> None:
     """Fill the store with features of every file in MANIFEST; a rerun resumes."""
-    from emolingua.benchmark import checked_extractor
+    from emolingua.features import get_extractor
     from emolingua.fileio import check_writable
     from emolingua.corpora import read_manifest
     from emolingua.features.extract import default_store_dir, extract_to_store
@@ -307,7 +307,7 @@ def features_extract(
         options["threads"] = threads
     df = read_manifest(manifest)  # every mistake is found before the first batch is computed
     feature_store = FeatureStore(root=check_writable(store or default_store_dir(), what="feature store"))
-    ex = checked_extractor(extractor, options=options)
+    ex = get_extractor(extractor, **options)
     if ex.licence_note:
         err_console.print(f"[yellow]licence:[/] {ex.licence_note}")
     summary = extract_to_store(paths=df["path"].tolist(), extractor=ex, store=feature_store,
