@@ -1,7 +1,9 @@
-"""Shared test helpers: tiny synthetic audio files."""
+"""Shared test helpers: tiny synthetic audio files, importable test extractors."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +32,26 @@ def tone():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep every test's cache out of the user's home."""
     monkeypatch.setenv("EMOLINGUA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def extractor_module(tmp_path, monkeypatch):
+    """Write a test extractor's source as an importable module and import it.
+
+    Spawned worker processes must import the extractor class by module name, so it cannot be
+    defined inside the test file. Its registry entry and module are removed afterwards.
+    """
+    from emolingua.features.base import _REGISTRY
+
+    made: list[tuple[str, str]] = []
+
+    def make(name: str, source: str, *, registers: str):
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        made.append((name, registers))
+        return importlib.import_module(name)
+
+    yield make
+    for name, registered in made:
+        _REGISTRY.pop(registered, None)
+        sys.modules.pop(name, None)

@@ -14,7 +14,6 @@ import soundfile as sf
 
 from emolingua.features import get_extractor
 from emolingua.features import extract as extract_mod
-from emolingua.features.base import _REGISTRY
 from emolingua.features.extract import _plan_workers, extract_to_store
 from emolingua.features.store import FeatureStore
 
@@ -58,15 +57,8 @@ class Probe(FeatureExtractor):
 
 
 @pytest.fixture
-def probe(tmp_path, monkeypatch):
-    module = tmp_path / "probe_extractor.py"
-    module.write_text(PROBE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import probe_extractor
-
-    yield probe_extractor
-    _REGISTRY.pop("test-probe", None)
-    sys.modules.pop("probe_extractor", None)
+def probe(extractor_module):
+    return extractor_module("probe_extractor", PROBE, registers="test-probe")
 
 
 @pytest.fixture

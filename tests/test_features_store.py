@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 
-from emolingua.features.base import _REGISTRY
 from emolingua.features.extract import extract_to_store
 from emolingua.features.store import FeatureStore, content_key
 
@@ -47,15 +46,8 @@ class Fake(FeatureExtractor):
 
 
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
-    module = tmp_path / "fake_extractor.py"
-    module.write_text(FAKE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import fake_extractor  # noqa: F401  (registers "test-fake")
-
-    yield fake_extractor
-    _REGISTRY.pop("test-fake", None)
-    sys.modules.pop("fake_extractor", None)
+def fake(extractor_module):
+    return extractor_module("fake_extractor", FAKE, registers="test-fake")
 
 
 @pytest.fixture
