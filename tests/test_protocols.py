@@ -618,3 +618,17 @@ def test_make_transfer_splits_arguments_are_named(kwargs, error, argument):
         make_transfer_splits(_multilingual(), **{"protocol": "few-shot", **kwargs})
     with pytest.raises(TypeError, match="^protocol: "):
         make_transfer_splits(_multilingual(), protocol=None)
+
+
+@pytest.mark.parametrize("protocol", ["leave-one-language-out", "few-shot:0,2"])
+def test_a_single_class_corpus_is_left_out_of_transfer_folds(protocol):
+    # BAVED's case: its only category is "neutral" (intensity level 1). As a source it would
+    # teach "this corpus is neutral"; it must not enter any fold, and a note says so.
+    from emolingua.protocols import make_transfer_splits
+
+    m = _multilingual()
+    mono = pd.DataFrame(_rows("mono", {f"s{i}": {"neutral": 6} for i in range(4)}))
+    mono["language"] = "mm"
+    with pytest.warns(SplitNote, match="mono: a single class"):
+        splits = make_transfer_splits(pd.concat([m, mono], ignore_index=True), protocol=protocol, repeats=1)
+    assert not splits.empty and "mono" not in set(splits["corpus"])

@@ -598,6 +598,13 @@ def make_transfer_splits(
     table = table[table["_y"] != ""].sort_values("path", kind="stable").reset_index(drop=True)
     if labels:
         table = table[table["_y"].isin(labels)].reset_index(drop=True)
+    # A corpus with one class (BAVED's level-1 rows are its only "neutral") teaches no contrast
+    # between classes; with per-corpus normalisation it would teach "this corpus's mean is that
+    # class" and pull every held-out corpus, centred the same way, towards it.
+    classes = table.groupby("corpus")["_y"].nunique()
+    if len(single := sorted(classes.index[classes < 2])):
+        _note(f"{', '.join(single)}: a single class among the scored labels; left out of transfer folds")
+        table = table[~table["corpus"].isin(single)].reset_index(drop=True)
     table["_unit"] = _speaker_units(table, note="")
     blocks = []
     fold = 0
