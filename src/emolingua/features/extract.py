@@ -62,7 +62,8 @@ Item = tuple[str, tuple[str, ...]]
 #: A batch: its name (from the keys of the whole batch, the same in every process) and what it still lacks.
 Batch = tuple[str, list[Item]]
 #: Progress of one batch: audio seconds computed, clips computed, clips found stored, failures.
-OnBatch = Callable[[float, int, int, list[tuple[str, str]]], None]
+#: (audio seconds stored, keys stored, keys found stored by someone else, failures), after every batch.
+OnBatch = Callable[[float, list[str], list[str], list[tuple[str, str]]], None]
 
 
 def default_store_dir() -> Path:
@@ -195,7 +196,7 @@ def _run_batches(*, extractor: FeatureExtractor, store: FeatureStore, batches: l
             stored.update(k for keys in new.values() for k in keys)
             todo = [item for item in items if item[0] not in stored]
             if len(todo) < len(items):
-                on_batch(0.0, 0, len(items) - len(todo), [])
+                on_batch(0.0, [], [k for k, _ in items if k in stored], [])
             if todo:
                 held.add(claim)
                 return todo, claim
@@ -233,7 +234,7 @@ def _run_batches(*, extractor: FeatureExtractor, store: FeatureStore, batches: l
                     store.record_failures(extractor=extractor, failures=failures)
                 store.release(claim)
                 held.discard(claim)
-                on_batch(sum(len(s) for _, s, _ in keep) / extractor.sample_rate, len(keep), 0, failures)
+                on_batch(sum(len(s) for _, s, _ in keep) / extractor.sample_rate, [k for k, _, _ in keep], [], failures)
         finally:
             for _, _, decoding in window:
                 decoding.cancel()
@@ -308,9 +309,13 @@ def extract_to_store(
     with Progress(*columns, disable=not progress, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"{extractor.spec}", total=max(total_audio, 1e-9), files=0, rate="-")
 
-        def on_batch(audio: float, n: int, skipped: int, fails: list[tuple[str, str]]) -> None:
-            summary.done += n
-            summary.skipped += skipped
+        computed: set[str] = set()
+        found: set[str] = set()  # stored by another process (or, with workers, maybe by a sibling)
+
+        def on_batch(audio: float, keys: list[str], stored: list[str], fails: list[tuple[str, str]]) -> None:
+            summary.done += len(keys)
+            computed.update(keys)
+            found.update(stored)
             summary.audio_seconds += audio
             summary.failures.extend(fails)
             elapsed = time.perf_counter() - start
@@ -325,6 +330,7 @@ def extract_to_store(
             _run_parallel(extractor=extractor, store=store, batches=batches, workers=min(n_workers, len(batches)),
                           threads=threads, on_batch=on_batch)  # fmt: skip
         bar.update(task, completed=max(total_audio, 1e-9))
+    summary.skipped += len(found - computed)  # what a sibling worker computed is done, not skipped
     summary.failed = len(summary.failures)
     summary.seconds = time.perf_counter() - start
     folder = store.folder(extractor)
