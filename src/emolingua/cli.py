@@ -78,10 +78,12 @@ corpora_app = typer.Typer(help="Find corpora, list their utterances, show the em
 splits_app = typer.Typer(help="Make train / valid / test splits under honest protocols.", no_args_is_help=True)
 features_app = typer.Typer(help="Extract features into a crash-safe store; list what a store holds.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure speed: audio-seconds per wall-second and peak memory.", no_args_is_help=True)
+models_app = typer.Typer(help="List the models, with their options and defaults.", no_args_is_help=True)
 app.add_typer(corpora_app, name="corpora")
 app.add_typer(splits_app, name="splits")
 app.add_typer(features_app, name="features")
 app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
 
 
 def _console(*, stderr: bool) -> Console:
@@ -354,6 +356,24 @@ def features_list(
     for i in infos:
         for problem in getattr(i, "problems", ()):
             err_console.print(f"[yellow]damaged:[/] {i.fingerprint}: {escape(problem)}", highlight=False)
+
+
+# ------------------------------------------------------------------------------ models
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Print every registered model (plugins included) with its options and their defaults."""
+    from emolingua.models import _REGISTRY
+
+    rows = [cls.describe() for _, cls in _REGISTRY.items()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("model", "task", "options (default)", title="Models (give options as --model-option key=value)")
+    for r in rows:
+        # defaults shown as JSON: the way --model-option reads a value
+        opts = "\n".join(f"{o['name']}={escape(json.dumps(o['default']))}  [dim]{escape(o['type'])}[/]" for o in r["options"])
+        table.add_row(f"{r['name']}\n[dim]{escape(r['summary'])}[/]", r["task"], opts, end_section=True)
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------- bench

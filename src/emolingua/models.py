@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import json
 import os
 import warnings
@@ -60,7 +59,9 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
+from emolingua.errors import UnknownNameError
 from emolingua.metrics import ccc, r_squared, unweighted_accuracy
+from emolingua.registry import Registry
 
 __all__ = [
     "Dataset",
@@ -341,9 +342,9 @@ class Prepared:
         return self.X.reshape(len(self.X), -1)
 
 
-_REGISTRY: dict[str, type[Model]] = {}
 #: Modules that define more models; imported on the first registry lookup.
 _BUILTIN_MODULES: tuple[str, ...] = ()
+_REGISTRY: Registry[Model] = Registry("model", group="emolingua.models", builtins=_BUILTIN_MODULES)
 _VIEW_OPTIONS = tuple(f.name for f in dataclasses.fields(FeatureView))
 
 
@@ -367,7 +368,21 @@ class Model(ABC):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):  # a subclass that inherits a name does not replace its parent
-            _REGISTRY[cls.name] = cls
+            _REGISTRY.register(cls.name, cls)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Name, task, summary and every option with its type and default, for ``emolingua models list``.
+
+        The view's fields are listed in its place, as they may be given directly (``stat="mean"``).
+        """
+        defaults = cls.Config()
+        options = []
+        for f in dataclasses.fields(cls.Config):
+            owner, fields = (defaults.view, dataclasses.fields(FeatureView)) if f.name == "view" else (defaults, [f])
+            options += [{"name": g.name, "type": str(g.type), "default": getattr(owner, g.name)} for g in fields]
+        summary = (cls.__doc__ or "").strip().split("\n")[0].removeprefix(f"``{cls.name}``:").strip()
+        return {"name": cls.name, "task": cls.task, "summary": summary, "options": options}
 
     def __init__(self, **options: Any) -> None:
         view_options = {k: options.pop(k) for k in _VIEW_OPTIONS if k in options}
@@ -476,10 +491,10 @@ class Model(ABC):
         meta = json.loads((folder / "model.json").read_text())
         if meta.get("format") != MODEL_FORMAT:
             raise ValueError(f"{folder}: model format {meta.get('format')}, this version reads {MODEL_FORMAT}")
-        _load_builtins()
-        if meta["model"] not in _REGISTRY:
-            raise KeyError(f"{folder}: unknown model {meta['model']!r}; known models: {', '.join(model_names())}")
-        model_cls = _REGISTRY[meta["model"]]
+        try:
+            model_cls = _REGISTRY.get(meta["model"])
+        except UnknownNameError as exc:
+            raise UnknownNameError(f"{folder}: {exc}") from None
         if not issubclass(model_cls, cls):
             raise TypeError(f"{folder} holds a {model_cls.__name__}, not a {cls.__name__}")
         with np.load(folder / "state.npz", allow_pickle=False) as npz:
@@ -1043,20 +1058,11 @@ class LayerWeights(TorchModel):
 
 
 # ----------------------------------------------------------------------------- registry
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def model_names() -> list[str]:
     """Registered model names: ``['logreg', 'linear-svm', 'ridge', 'mlp', 'layer-weights']``."""
-    _load_builtins()
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_model(name: str, **options: Any) -> Model:
     """A fresh model from its name and options: ``get_model("logreg", C=(0.01, 0.1), normalise="speaker")``."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
-    return _REGISTRY[name](**options)
+    return _REGISTRY.get(name)(**options)

@@ -19,13 +19,14 @@ folders or metadata files carry the labels.
 
 from __future__ import annotations
 
-import importlib
 import re
 from abc import ABC
 from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
+
+from emolingua.registry import Registry
 
 __all__ = ["CorpusReader", "Utterance", "get_reader", "name_list", "reader_names", "readers"]
 
@@ -50,7 +51,8 @@ class Utterance:
     label: str | None = None  # canonical label when the reader decides it itself
 
 
-_REGISTRY: dict[str, type[CorpusReader]] = {}
+_REGISTRY: Registry[CorpusReader] = Registry("corpus", plural="corpora", group="emolingua.readers",
+                                              builtins=("emolingua.corpora.readers",))
 
 
 class CorpusReader(ABC):
@@ -82,13 +84,11 @@ class CorpusReader(ABC):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if not cls.name:
+        if not cls.__dict__.get("name"):  # a subclass that inherits a name does not replace its parent
             return
-        if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-            raise ValueError(f"corpus reader {cls.name!r} is registered twice")
         cls._compiled = re.compile(cls.pattern) if cls.pattern else None
         cls._hint = re.compile(cls.folder_hint, re.IGNORECASE) if cls.folder_hint else None
-        _REGISTRY[cls.name] = cls
+        _REGISTRY.register(cls.name, cls)
 
     # -- what subclasses implement -------------------------------------------------------
     def parse(self, path: Path) -> Utterance | None:
@@ -138,10 +138,8 @@ class CorpusReader(ABC):
 
 
 def readers() -> dict[str, type[CorpusReader]]:
-    """All registered readers by name, in registration order."""
-    importlib.import_module("emolingua.corpora.readers")  # registers the built-in readers
-
-    return dict(_REGISTRY)
+    """All registered readers by name, in registration order (built-ins, then plugins)."""
+    return dict(_REGISTRY.items())
 
 
 def reader_names() -> list[str]:
@@ -154,10 +152,7 @@ def get_reader(name: str) -> CorpusReader:
     >>> get_reader("emodb").language
     'de'
     """
-    known = readers()
-    if name not in known:
-        raise KeyError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(known))}")
-    return known[name]()
+    return _REGISTRY.get(name)()
 
 
 def name_list(value: object, *, argument: str) -> list[str]:

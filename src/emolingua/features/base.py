@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import types
 import typing
@@ -31,6 +30,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from emolingua.errors import ConfigError, UnknownNameError
+from emolingua.registry import Registry
 
 __all__ = [
     "ExtractorConfig",
@@ -73,8 +73,8 @@ def pool_frames(frames: np.ndarray) -> np.ndarray:
     return np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
 
 
-_REGISTRY: dict[str, type[FeatureExtractor]] = {}
 _BUILTIN_MODULES = ("emolingua.features.whisper", "emolingua.features.hf", "emolingua.features.acoustic")
+_REGISTRY: Registry[FeatureExtractor] = Registry("extractor", group="emolingua.extractors", builtins=_BUILTIN_MODULES)
 
 
 class FeatureExtractor(ABC):
@@ -95,8 +95,8 @@ class FeatureExtractor(ABC):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
-            _REGISTRY[cls.name] = cls
+        if cls.__dict__.get("name"):  # a subclass that inherits a name does not replace its parent
+            _REGISTRY.register(cls.name, cls)
 
     def __init__(self, argument: str | None = None, **options: Any) -> None:
         if self.takes_argument and not argument:
@@ -200,18 +200,8 @@ def _describe(hint: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # an optional backend missing must not hide the others
-            if exc.name and exc.name.startswith("emolingua"):
-                raise
-
-
 def extractor_names() -> list[str]:
     """Registered names; families taking an argument are shown as ``name:<arg>``."""
-    _load_builtins()
     return [f"{n}:<hub id or folder>" if c.takes_argument else n for n, c in _REGISTRY.items()]
 
 
@@ -220,8 +210,9 @@ def get_extractor(spec: str, **options: Any) -> FeatureExtractor:
 
     >>> get_extractor("whisper-base", input="fitted")               # doctest: +SKIP
     """
-    _load_builtins()
     name, _, argument = spec.partition(":")
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown extractor {spec!r}; known extractors: {', '.join(extractor_names())}")
-    return _REGISTRY[name](argument or None, **options)
+    try:
+        cls = _REGISTRY.get(name)
+    except UnknownNameError:  # the message shows the whole spec and how families take their argument
+        raise UnknownNameError(f"unknown extractor {spec!r}; known extractors: {', '.join(extractor_names())}") from None
+    return cls(argument or None, **options)
