@@ -288,3 +288,105 @@ def test_claims_held_by_live_owners_are_respected_and_stale_ones_taken_over(tmp_
     assert store.claim(extractor=ex, name="dead") is None  # now ours, and we are alive
     store.release(claims / "dead.claim")
     assert store.claim(extractor=ex, name="dead") is not None
+
+
+# -- key indexes: listing reads no shard ----------------------------------------------------------
+@pytest.fixture
+def npz_reads(monkeypatch):
+    """Every opening of a .npz shard (by path), however it is read: a list of the paths."""
+    import builtins
+    import io
+    from pathlib import Path
+
+    opened: list[str] = []
+
+    def counting(real):
+        def wrapper(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and os.fspath(file).endswith(".npz"):
+                opened.append(os.fspath(file))
+            return real(file, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(builtins, "open", counting(builtins.open))
+    monkeypatch.setattr(io, "open", counting(io.open))
+    monkeypatch.setattr(np, "load", counting(np.load))
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: counting(real_read)(self))
+    return opened
+
+
+def _shards(store, ex):
+    return sorted((store.folder(ex) / "shards").glob("*.npz"))
+
+
+def test_listing_reads_the_key_indexes_not_the_shards(tmp_path, files, fake, npz_reads):
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    assert len(_shards(store, ex)) > 2
+    verified = store.keys(extractor=ex)  # a verified listing reads every shard
+    assert len(npz_reads) >= len(_shards(store, ex))
+    npz_reads.clear()
+    (info,) = store.info()
+    cheap = store.keys(extractor=ex, verify=False)
+    per_shard = store.shard_keys(extractor=ex, verify=False)
+    assert npz_reads == []
+    assert info.entries == 24 and info.shards == len(_shards(store, ex)) and info.problems == ()
+    assert cheap == verified == {content_key(f) for f in files}
+    assert sorted(per_shard) == [s.name for s in _shards(store, ex)]
+
+
+def test_a_load_opens_only_the_shards_holding_what_it_asks_for(tmp_path, files, fake, npz_reads):
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    npz_reads.clear()
+    X, found = store.load_pooled(paths=[files[0]], extractor=ex)
+    assert found.all() and np.allclose(X[0, 0], _stats(files[0]), atol=1e-6)
+    assert len(set(npz_reads)) == 1
+
+
+def test_missing_damaged_or_stale_key_indexes_are_rebuilt(tmp_path, files, fake):
+    import json
+
+    from emolingua.features.store import _read_index
+
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    shards = _shards(store, ex)
+    assert len(shards) >= 3
+    before = store.shard_keys(extractor=ex, verify=False)
+    shards[0].with_suffix(".keys").unlink()  # a store written before indexes existed
+    shards[1].with_suffix(".keys").write_text('{"shard_sha": "ab')  # torn
+    # a well-formed index naming another shard's checksum: it must not be believed
+    other = json.loads(shards[2].with_suffix(".keys").read_text())
+    shards[2].with_suffix(".keys").write_text(json.dumps({**other, "shard_sha": "0" * 16, "keys": ["0" * 32]}))
+    (info,) = store.info()
+    assert info.entries == 24 and info.problems == ()
+    assert store.shard_keys(extractor=ex, verify=False) == before
+    for shard in shards[:3]:
+        with np.load(shard) as npz:
+            assert _read_index(shard) == npz["keys"].tolist()  # rewritten, valid again
+    for shard in shards:  # no index at all: everything still works from the shards alone
+        shard.with_suffix(".keys").unlink()
+    X, found = store.load_pooled(paths=files, extractor=ex)
+    assert found.all() and np.allclose(X[:, 0], np.stack([_stats(f) for f in files]), atol=1e-6)
+    assert store.keys(extractor=ex, verify=False) == {content_key(f) for f in files}
+
+
+def test_damage_unseen_by_a_cheap_listing_is_caught_when_the_shard_is_loaded(tmp_path, files, fake):
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    shard = _shards(store, ex)[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert len(store.keys(extractor=ex, verify=False)) == 24
+    with pytest.warns(UserWarning, match="damaged"):
+        _, found = store.load_pooled(paths=files, extractor=ex)
+    assert 0 < found.sum() < 24 and not shard.exists() and not shard.with_suffix(".keys").exists()
+    assert len(store.keys(extractor=ex, verify=False)) == found.sum()
+    assert extract_to_store(paths=files, extractor=ex, store=store, progress=False).done == 24 - found.sum()
