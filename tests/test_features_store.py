@@ -390,3 +390,106 @@ def test_damage_unseen_by_a_cheap_listing_is_caught_when_the_shard_is_loaded(tmp
     assert 0 < found.sum() < 24 and not shard.exists() and not shard.with_suffix(".keys").exists()
     assert len(store.keys(extractor=ex, verify=False)) == found.sum()
     assert extract_to_store(paths=files, extractor=ex, store=store, progress=False).done == 24 - found.sum()
+
+
+# -- several extractors in one call -----------------------------------------------------------------
+WIDE = '''
+from dataclasses import dataclass
+import numpy as np
+from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features
+
+@dataclass(frozen=True)
+class WideConfig(ExtractorConfig):
+    hop: int = 160
+
+class Wide(FeatureExtractor):
+    """Two pooled streams of width 3 and a frame sequence (T, 4), T following the clip's length."""
+    name = "test-wide"
+    Config = WideConfig
+
+    @property
+    def streams(self):
+        return ["low", "high"]
+
+    def extract(self, clips):
+        out = []
+        for c in clips:
+            x = np.asarray(c, dtype=np.float64)
+            n = len(x) // self.config.hop
+            frames = x[: n * self.config.hop].reshape(n, self.config.hop)[:, :4]
+            pooled = np.stack([frames.mean(0)[:3], frames.std(0)[:3]]).astype(np.float32)
+            out.append(Features(pooled=pooled, frames={"wave": frames.astype(np.float16)}))
+        return out
+'''
+
+
+@pytest.fixture
+def wide(extractor_module):
+    return extractor_module("wide_extractor", WIDE, registers="test-wide")
+
+
+def test_load_streams_aligns_several_extractors_of_different_widths(tmp_path, files, fake, wide, npz_reads):
+    narrow, broad = fake.Fake(), wide.Wide()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=narrow, store=store, batch_seconds=0.5, progress=False)
+    extract_to_store(paths=files[:20], extractor=broad, store=store, batch_seconds=0.5, progress=False)
+    twin = tmp_path / "audio" / "copy_of_clip04.wav"
+    twin.write_bytes(open(files[4], "rb").read())
+    paths = [*files[::-1], str(twin), str(tmp_path / "gone.wav")]
+
+    npz_reads.clear()
+    got = store.load_streams(paths=paths, extractors=[narrow, broad], frames=True)
+    assert set(npz_reads) == {*map(str, _shards(store, narrow)), *map(str, _shards(store, broad))}
+    assert list(got) == ["test-fake", "test-wide"]
+    a, b = got["test-fake"], got["test-wide"]
+    assert a.pooled.shape == (26, 1, 2) and b.pooled.shape == (26, 2, 3)
+    assert a.found.tolist() == [True] * 25 + [False]
+    assert b.found.tolist() == [False] * 4 + [True] * 20 + [True, False]  # files[20:] not extracted for wide
+    for extractor, loaded in ((narrow, a), (broad, b)):  # the same numbers as one extractor at a time
+        X, found = store.load_pooled(paths=paths, extractor=extractor)
+        assert np.array_equal(found, loaded.found) and np.array_equal(X, loaded.pooled, equal_nan=True)
+    assert np.array_equal(a.pooled[24], a.pooled[19]) and np.array_equal(b.pooled[24], b.pooled[19])  # twins
+    assert a.frames[0] is None or a.frames[0] == {}  # the narrow extractor has no frames
+    import soundfile as sf
+
+    for row in (4, 19, 24):
+        x, _ = sf.read(paths[row], dtype="float32")
+        seq = b.frames[row]["wave"]
+        assert seq.dtype == np.float16 and seq.shape == (len(x) // 160, 4)
+        assert np.allclose(seq, x[: len(seq) * 160].reshape(-1, 160)[:, :4], atol=1e-3)
+    assert b.frames[0] is None and b.frames[25] is None
+    without = store.load_streams(paths=paths, extractors=[broad])
+    assert without["test-wide"].frames is None and np.array_equal(without["test-wide"].found, b.found)
+
+
+def test_load_streams_holds_one_shard_open_at_a_time(tmp_path, files, wide, monkeypatch):
+    ex = wide.Wide()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    opened = []
+    real = np.load
+
+    def tracking(*args, **kwargs):
+        assert all(npz.fid is None for npz in opened if hasattr(npz, "fid")), "a previous shard is still open"
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(np, "load", tracking)
+    got = store.load_streams(paths=files, extractors=[ex], frames=True)["test-wide"]
+    assert len(opened) == len(_shards(store, ex)) > 2 and got.found.all()
+    for seq in got.frames:  # a returned sequence does not keep its whole shard's bytes alive
+        root = seq["wave"]
+        while getattr(root, "base", None) is not None:
+            root = root.base
+        assert memoryview(root).nbytes == seq["wave"].nbytes
+
+
+def test_load_streams_rejects_bad_arguments(tmp_path, fake):
+    store = FeatureStore(root=tmp_path / "store")
+    with pytest.raises(ValueError, match="test-fake"):
+        store.load_streams(paths=[], extractors=[fake.Fake(), fake.Fake(scale=2.0)])
+    with pytest.raises(TypeError, match="extractors"):
+        store.load_streams(paths=[], extractors=fake.Fake())
+    with pytest.raises(TypeError, match="paths"):
+        store.load_streams(paths="a.wav", extractors=[fake.Fake()])
+    assert store.load_streams(paths=[], extractors=[fake.Fake()])["test-fake"].pooled.shape[0] == 0
