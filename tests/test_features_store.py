@@ -199,7 +199,9 @@ def test_info_reports_damage_instead_of_raising_and_the_next_run_heals(tmp_path,
     (folder / "extractor.json").write_text('{"spec": "test-fa')
     with open(folder / "failures.jsonl", "a") as f:
         f.write('{"path": "/half/writ')
-    (info,) = store.info()
+    (cheap,) = store.info()  # reads key indexes only: flipped bits inside a shard stay unseen
+    assert "extractor.json" in " | ".join(cheap.problems) and cheap.entries == 24
+    (info,) = store.info(verify=True)
     problems = " | ".join(info.problems)
     assert shard.name in problems and "extractor.json" in problems and "half-written" in problems
     assert info.failures == 1 and 0 < info.entries < 24
@@ -286,3 +288,208 @@ def test_claims_held_by_live_owners_are_respected_and_stale_ones_taken_over(tmp_
     assert store.claim(extractor=ex, name="dead") is None  # now ours, and we are alive
     store.release(claims / "dead.claim")
     assert store.claim(extractor=ex, name="dead") is not None
+
+
+# -- key indexes: listing reads no shard ----------------------------------------------------------
+@pytest.fixture
+def npz_reads(monkeypatch):
+    """Every opening of a .npz shard (by path), however it is read: a list of the paths."""
+    import builtins
+    import io
+    from pathlib import Path
+
+    opened: list[str] = []
+
+    def counting(real):
+        def wrapper(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and os.fspath(file).endswith(".npz"):
+                opened.append(os.fspath(file))
+            return real(file, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(builtins, "open", counting(builtins.open))
+    monkeypatch.setattr(io, "open", counting(io.open))
+    monkeypatch.setattr(np, "load", counting(np.load))
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: counting(real_read)(self))
+    return opened
+
+
+def _shards(store, ex):
+    return sorted((store.folder(ex) / "shards").glob("*.npz"))
+
+
+def test_listing_reads_the_key_indexes_not_the_shards(tmp_path, files, fake, npz_reads):
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    assert len(_shards(store, ex)) > 2
+    verified = store.keys(extractor=ex)  # a verified listing reads every shard
+    assert len(npz_reads) >= len(_shards(store, ex))
+    npz_reads.clear()
+    (info,) = store.info()
+    cheap = store.keys(extractor=ex, verify=False)
+    per_shard = store.shard_keys(extractor=ex, verify=False)
+    assert npz_reads == []
+    assert info.entries == 24 and info.shards == len(_shards(store, ex)) and info.problems == ()
+    assert cheap == verified == {content_key(f) for f in files}
+    assert sorted(per_shard) == [s.name for s in _shards(store, ex)]
+
+
+def test_a_load_opens_only_the_shards_holding_what_it_asks_for(tmp_path, files, fake, npz_reads):
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    npz_reads.clear()
+    X, found = store.load_pooled(paths=[files[0]], extractor=ex)
+    assert found.all() and np.allclose(X[0, 0], _stats(files[0]), atol=1e-6)
+    assert len(set(npz_reads)) == 1
+
+
+def test_missing_damaged_or_stale_key_indexes_are_rebuilt(tmp_path, files, fake):
+    import json
+
+    from emolingua.features.store import _read_index
+
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    shards = _shards(store, ex)
+    assert len(shards) >= 3
+    before = store.shard_keys(extractor=ex, verify=False)
+    shards[0].with_suffix(".keys").unlink()  # a store written before indexes existed
+    shards[1].with_suffix(".keys").write_text('{"shard_sha": "ab')  # torn
+    # a well-formed index naming another shard's checksum: it must not be believed
+    other = json.loads(shards[2].with_suffix(".keys").read_text())
+    shards[2].with_suffix(".keys").write_text(json.dumps({**other, "shard_sha": "0" * 16, "keys": ["0" * 32]}))
+    (info,) = store.info()
+    assert info.entries == 24 and info.problems == ()
+    assert store.shard_keys(extractor=ex, verify=False) == before
+    for shard in shards[:3]:
+        with np.load(shard) as npz:
+            assert _read_index(shard) == npz["keys"].tolist()  # rewritten, valid again
+    for shard in shards:  # no index at all: everything still works from the shards alone
+        shard.with_suffix(".keys").unlink()
+    X, found = store.load_pooled(paths=files, extractor=ex)
+    assert found.all() and np.allclose(X[:, 0], np.stack([_stats(f) for f in files]), atol=1e-6)
+    assert store.keys(extractor=ex, verify=False) == {content_key(f) for f in files}
+
+
+def test_damage_unseen_by_a_cheap_listing_is_caught_when_the_shard_is_loaded(tmp_path, files, fake):
+    ex = fake.Fake()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    shard = _shards(store, ex)[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert len(store.keys(extractor=ex, verify=False)) == 24
+    with pytest.warns(UserWarning, match="damaged"):
+        _, found = store.load_pooled(paths=files, extractor=ex)
+    assert 0 < found.sum() < 24 and not shard.exists() and not shard.with_suffix(".keys").exists()
+    assert len(store.keys(extractor=ex, verify=False)) == found.sum()
+    assert extract_to_store(paths=files, extractor=ex, store=store, progress=False).done == 24 - found.sum()
+
+
+# -- several extractors in one call -----------------------------------------------------------------
+WIDE = '''
+from dataclasses import dataclass
+import numpy as np
+from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features
+
+@dataclass(frozen=True)
+class WideConfig(ExtractorConfig):
+    hop: int = 160
+
+class Wide(FeatureExtractor):
+    """Two pooled streams of width 3 and a frame sequence (T, 4), T following the clip's length."""
+    name = "test-wide"
+    Config = WideConfig
+
+    @property
+    def streams(self):
+        return ["low", "high"]
+
+    def extract(self, clips):
+        out = []
+        for c in clips:
+            x = np.asarray(c, dtype=np.float64)
+            n = len(x) // self.config.hop
+            frames = x[: n * self.config.hop].reshape(n, self.config.hop)[:, :4]
+            pooled = np.stack([frames.mean(0)[:3], frames.std(0)[:3]]).astype(np.float32)
+            out.append(Features(pooled=pooled, frames={"wave": frames.astype(np.float16)}))
+        return out
+'''
+
+
+@pytest.fixture
+def wide(extractor_module):
+    return extractor_module("wide_extractor", WIDE, registers="test-wide")
+
+
+def test_load_streams_aligns_several_extractors_of_different_widths(tmp_path, files, fake, wide, npz_reads):
+    narrow, broad = fake.Fake(), wide.Wide()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=narrow, store=store, batch_seconds=0.5, progress=False)
+    extract_to_store(paths=files[:20], extractor=broad, store=store, batch_seconds=0.5, progress=False)
+    twin = tmp_path / "audio" / "copy_of_clip04.wav"
+    twin.write_bytes(open(files[4], "rb").read())
+    paths = [*files[::-1], str(twin), str(tmp_path / "gone.wav")]
+
+    npz_reads.clear()
+    got = store.load_streams(paths=paths, extractors=[narrow, broad], frames=True)
+    assert set(npz_reads) == {*map(str, _shards(store, narrow)), *map(str, _shards(store, broad))}
+    assert list(got) == ["test-fake", "test-wide"]
+    a, b = got["test-fake"], got["test-wide"]
+    assert a.pooled.shape == (26, 1, 2) and b.pooled.shape == (26, 2, 3)
+    assert a.found.tolist() == [True] * 25 + [False]
+    assert b.found.tolist() == [False] * 4 + [True] * 20 + [True, False]  # files[20:] not extracted for wide
+    for extractor, loaded in ((narrow, a), (broad, b)):  # the same numbers as one extractor at a time
+        X, found = store.load_pooled(paths=paths, extractor=extractor)
+        assert np.array_equal(found, loaded.found) and np.array_equal(X, loaded.pooled, equal_nan=True)
+    assert np.array_equal(a.pooled[24], a.pooled[19]) and np.array_equal(b.pooled[24], b.pooled[19])  # twins
+    assert a.frames[0] == {} and a.frames[25] is None  # found without frames vs not found
+    import soundfile as sf
+
+    for row in (4, 19, 24):
+        x, _ = sf.read(paths[row], dtype="float32")
+        seq = b.frames[row]["wave"]
+        assert seq.dtype == np.float16 and seq.shape == (len(x) // 160, 4)
+        assert np.allclose(seq, x[: len(seq) * 160].reshape(-1, 160)[:, :4], atol=1e-3)
+    assert b.frames[0] is None and b.frames[25] is None
+    without = store.load_streams(paths=paths, extractors=[broad])
+    assert without["test-wide"].frames is None and np.array_equal(without["test-wide"].found, b.found)
+
+
+def test_load_streams_holds_one_shard_open_at_a_time(tmp_path, files, wide, monkeypatch):
+    ex = wide.Wide()
+    store = FeatureStore(root=tmp_path / "store")
+    extract_to_store(paths=files, extractor=ex, store=store, batch_seconds=0.5, progress=False)
+    opened = []
+    real = np.load
+
+    def tracking(*args, **kwargs):
+        assert all(npz.fid is None for npz in opened if hasattr(npz, "fid")), "a previous shard is still open"
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(np, "load", tracking)
+    got = store.load_streams(paths=files, extractors=[ex], frames=True)["test-wide"]
+    assert len(opened) == len(_shards(store, ex)) > 2 and got.found.all()
+    for seq in got.frames:  # a returned sequence does not keep its whole shard's bytes alive
+        root = seq["wave"]
+        while getattr(root, "base", None) is not None:
+            root = root.base
+        assert memoryview(root).nbytes == seq["wave"].nbytes
+
+
+def test_load_streams_rejects_bad_arguments(tmp_path, fake):
+    store = FeatureStore(root=tmp_path / "store")
+    with pytest.raises(ValueError, match="test-fake"):
+        store.load_streams(paths=[], extractors=[fake.Fake(), fake.Fake(scale=2.0)])
+    with pytest.raises(TypeError, match="extractors"):
+        store.load_streams(paths=[], extractors=fake.Fake())
+    with pytest.raises(TypeError, match="paths"):
+        store.load_streams(paths="a.wav", extractors=[fake.Fake()])
+    assert store.load_streams(paths=[], extractors=[fake.Fake()])["test-fake"].pooled.shape[0] == 0

@@ -4,6 +4,7 @@ Layout::
 
     STORE/<extractor fingerprint>/extractor.json          what the features are
     STORE/<extractor fingerprint>/shards/<id>-<sha>.npz    one batch of entries
+    STORE/<extractor fingerprint>/shards/<id>-<sha>.keys   that shard's keys (JSON), its index
     STORE/<extractor fingerprint>/failures.jsonl           files that failed, with reasons
     STORE/<extractor fingerprint>/claims/<batch>.claim     batches a running extraction is computing
 
@@ -11,6 +12,15 @@ A shard is written to a temporary name and renamed into place, so a reader sees 
 whole or not at all, and a killed run loses at most the batch in flight. The shard's name
 carries the SHA-256 of its bytes: a damaged shard is detected on reading, moved aside, and
 its entries are computed again by the next run.
+
+Each shard has a small key index beside it, written (atomically) after the shard and naming
+the shard's checksum and size. Listing a store (:meth:`FeatureStore.info`, ``keys(verify=False)``)
+and choosing which shards a load must open read only these indexes; a missing, damaged or
+stale index is rebuilt from its shard, so stores written before indexes existed keep working.
+The trade-off: a cheap listing does not see a shard whose bytes were damaged in place (same
+size, flipped bits). That damage is found when the shard is actually loaded (every load
+verifies the checksum of each shard it opens) or by a verified listing (``keys()`` by
+default, which extraction uses, and ``info(verify=True)``), both of which read every shard.
 
 Entries are keyed by content, so files with the same bytes (a copy, a symbolic link, one
 path listed twice) share one entry and every one of them reads it back.
@@ -21,7 +31,9 @@ computing everything. A claim whose process is gone from this host, or that is o
 :data:`CLAIM_TIMEOUT`, is stale and may be taken over.
 
 >>> store = FeatureStore(root="features")                          # doctest: +SKIP
->>> pooled, missing = store.load_pooled(paths=manifest.path, extractor=ex)   # doctest: +SKIP
+>>> pooled, found = store.load_pooled(paths=manifest.path, extractor=ex)   # doctest: +SKIP
+>>> got = store.load_streams(paths=manifest.path, extractors=[whisper, egemaps], frames=True)  # doctest: +SKIP
+>>> got["egemaps"].pooled.shape, got["egemaps"].found.sum(), got["egemaps"].frames[0]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,19 +49,19 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from emolingua.features.base import FeatureExtractor, Features
-from emolingua.fileio import content_key, content_keys
+from emolingua.fileio import atomic_write, content_key, content_keys
 
 try:
     import fcntl
 except ImportError:  # not POSIX: appends to failures.jsonl go unlocked
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CLAIM_TIMEOUT", "FeatureStore", "StoreInfo", "content_key", "content_keys", "path_list"]
+__all__ = ["CLAIM_TIMEOUT", "FeatureStore", "Loaded", "StoreInfo", "content_key", "content_keys", "path_list"]
 
 #: Seconds after which a claim is stale even when its owner cannot be checked (another host).
 CLAIM_TIMEOUT = 3 * 3600.0
@@ -67,6 +79,19 @@ class StoreInfo:
     failures: int
     bytes: int
     problems: tuple[str, ...] = ()
+
+
+class Loaded(NamedTuple):
+    """One extractor's features aligned to the requested rows.
+
+    ``pooled`` is (N, streams, dim) float32 with NaN rows where ``found`` is False; ``frames``
+    maps each found row's frame streams to (T, d) float16 arrays (``None`` for a row without
+    frames), and is ``None`` itself unless frames were asked for.
+    """
+
+    pooled: np.ndarray
+    found: np.ndarray
+    frames: list[dict[str, np.ndarray] | None] | None
 
 
 def path_list(value: Any, name: str) -> list[str]:
@@ -153,15 +178,13 @@ class FeatureStore:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         data = buf.getvalue()
-        shards = folder / "shards"
-        name = f"{uuid.uuid4().hex[:12]}-{_sha(data)}.npz"
-        tmp = shards / f".{name}.tmp"
-        with open(tmp, "wb") as f:
+        shard = folder / "shards" / f"{uuid.uuid4().hex[:12]}-{_sha(data)}.npz"
+        with atomic_write(shard) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, shards / name)
-        return shards / name
+        # after the shard: an index never names a shard that is not there (a crash in between
+        # leaves a shard without index, which the next reader rebuilds)
+        _write_index(shard, keys=list(keys), size=len(data))
+        return shard
 
     def record_failures(self, *, extractor: FeatureExtractor, failures: Iterable[tuple[str, str]]) -> None:
         """Add (path, reason) rows to the extractor's failures.jsonl, each pair once.
@@ -246,12 +269,22 @@ class FeatureStore:
 
     @staticmethod
     def _keys_only(shard: Path) -> list[str] | None:
-        """The shard's keys without reading its arrays (``None`` when unreadable)."""
+        """The shard's keys: from its index, else from the shard (rebuilding the index); ``None`` when unreadable.
+
+        Raises ``FileNotFoundError`` when the shard is gone (a concurrent quarantine).
+        """
+        keys = _read_index(shard)
+        if keys is not None:
+            return keys
         try:
             with np.load(shard, allow_pickle=False) as npz:
-                return npz["keys"].tolist()
+                keys = npz["keys"].tolist()
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
+        _write_index(shard, keys=keys, size=shard.stat().st_size)
+        return keys
 
     def _quarantine(self, shard: Path, reason: str) -> None:
         warnings.warn(f"feature shard {shard} is damaged ({reason}); its entries will be recomputed", stacklevel=3)
@@ -259,12 +292,14 @@ class FeatureStore:
             os.replace(shard, shard.with_suffix(".damaged"))
         except FileNotFoundError:
             pass
+        _index_path(shard).unlink(missing_ok=True)
 
     def shard_keys(self, *, extractor: FeatureExtractor, verify: bool = True, skip: Iterable[str] = ()
                    ) -> dict[str, list[str]]:  # fmt: skip
-        """Keys per shard name, without loading arrays; shards named in ``skip`` are not read.
+        """Keys per shard name, from the shards' key indexes; shards named in ``skip`` are not looked at.
 
-        ``verify`` checks each shard's checksum first (a full read) and moves damaged ones aside.
+        ``verify`` checks each shard's checksum first (a full read) and moves damaged ones aside;
+        without it no shard is opened unless its index must be rebuilt.
         """
         skip = set(skip)
         out: dict[str, list[str]] = {}
@@ -273,9 +308,9 @@ class FeatureStore:
                 continue
             try:
                 reason = self._damage(shard) if verify else None
+                keys = None if reason else self._keys_only(shard)
             except FileNotFoundError:
                 continue
-            keys = None if reason else self._keys_only(shard)
             if keys is None:
                 if verify:
                     self._quarantine(shard, reason or "unreadable")
@@ -284,12 +319,19 @@ class FeatureStore:
         return out
 
     def keys(self, *, extractor: FeatureExtractor, verify: bool = True) -> set[str]:
-        """Keys of every complete, undamaged entry (see :meth:`shard_keys`)."""
+        """Keys of every complete, undamaged entry (see :meth:`shard_keys`; ``verify=False`` reads only the indexes)."""
         return {k for keys in self.shard_keys(extractor=extractor, verify=verify).values() for k in keys}
 
-    def _open_shards(self, folder: Path) -> Iterator[Any]:
-        """Each undamaged shard as an open, lazily read ``NpzFile``; damaged ones are moved aside."""
+    def _open_shards(self, folder: Path, wanted: set[str]) -> Iterator[tuple[list[str], Any]]:
+        """(keys, open ``NpzFile``) of each undamaged shard holding a key in ``wanted``, one at a time.
+
+        A shard whose index shows none of ``wanted`` is not read. Each opened shard's checksum is
+        verified; damaged ones are moved aside.
+        """
         for shard in self._shards(folder):
+            indexed = _read_index(shard)
+            if indexed is not None and wanted.isdisjoint(indexed):
+                continue
             try:
                 data = shard.read_bytes()
             except FileNotFoundError:
@@ -298,13 +340,43 @@ class FeatureStore:
             if reason is None:
                 try:
                     npz = np.load(io.BytesIO(data), allow_pickle=False)
-                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                    keys = npz["keys"].tolist()
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                     reason = f"unreadable: {exc}"
             if reason:
                 self._quarantine(shard, reason)
                 continue
+            if keys != indexed:
+                _write_index(shard, keys=keys, size=len(data))
+            del data  # the NpzFile holds its own reference: one shard's bytes at a time
             with npz:
-                yield npz
+                if not wanted.isdisjoint(keys):
+                    yield keys, npz
+
+    def _gather(self, *, rows: dict[str, list[int]], n: int, extractor: FeatureExtractor, frames: bool) -> Loaded:
+        """The entries of ``rows`` (key -> row numbers), read shard by shard into arrays of ``n`` rows."""
+        pooled: np.ndarray | None = None
+        found = np.zeros(n, dtype=bool)
+        seqs: list[dict[str, np.ndarray] | None] = [None] * n
+        for shard_keys, npz in self._open_shards(self.folder(extractor), set(rows)):
+            shard_pooled = npz["pooled"]
+            if pooled is None:
+                pooled = np.full((n, *shard_pooled.shape[1:]), np.nan, dtype=np.float32)
+            names = [name for name in npz.files if name.startswith("frames/")] if frames else []
+            for j, key in enumerate(shard_keys):
+                where = rows.get(key)
+                if where is None:
+                    continue
+                pooled[where] = shard_pooled[j]
+                found[where] = True
+                if frames:
+                    # one dict shared by every row of the same content: twins cost no extra memory
+                    seq = {name.split("/")[1]: npz[name] for name in names if name.endswith(f"/{j}")}
+                    for i in where:
+                        seqs[i] = seq
+        if pooled is None:
+            pooled = np.full((n, 0, 0), np.nan, dtype=np.float32)
+        return Loaded(pooled=pooled, found=found, frames=seqs if frames else None)
 
     def load(self, *, keys: Sequence[str | None], extractor: FeatureExtractor, frames: bool = False
              ) -> tuple[np.ndarray, np.ndarray, list[dict[str, np.ndarray] | None]]:  # fmt: skip
@@ -315,33 +387,29 @@ class FeatureStore:
         if isinstance(keys, (str, bytes)) or keys is None or not isinstance(keys, Iterable):
             raise TypeError(f"keys: expected a list of content keys, got {type(keys).__name__} {keys!r:.60}")
         keys = list(keys)
-        rows: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            if k is not None:
-                if not isinstance(k, str):
-                    raise TypeError(f"keys[{i}]: expected a content key (str) or None, got {type(k).__name__}")
-                rows.setdefault(k, []).append(i)
-        pooled: np.ndarray | None = None
-        found = np.zeros(len(keys), dtype=bool)
-        seqs: list[dict[str, np.ndarray] | None] = [None] * len(keys)
-        for npz in self._open_shards(self.folder(extractor)):
-            shard_pooled = npz["pooled"]
-            if pooled is None:
-                pooled = np.full((len(keys), *shard_pooled.shape[1:]), np.nan, dtype=np.float32)
-            names = [n for n in npz.files if n.startswith("frames/")] if frames else []
-            for j, key in enumerate(npz["keys"].tolist()):
-                where = rows.get(key)
-                if where is None:
-                    continue
-                pooled[where] = shard_pooled[j]
-                found[where] = True
-                if frames:
-                    seq = {n.split("/")[1]: npz[n] for n in names if n.endswith(f"/{j}")}
-                    for i in where:
-                        seqs[i] = seq
-        if pooled is None:
-            pooled = np.full((len(keys), 0, 0), np.nan, dtype=np.float32)
-        return pooled, found, seqs
+        got = self._gather(rows=_rows(keys), n=len(keys), extractor=extractor, frames=frames)
+        return got.pooled, got.found, got.frames if got.frames is not None else [None] * len(keys)
+
+    def load_streams(self, *, paths: Sequence[str | os.PathLike], extractors: Sequence[FeatureExtractor],
+                     frames: bool = False, workers: int = 4) -> dict[str, Loaded]:  # fmt: skip
+        """Several extractors' features aligned to one list of paths, hashed once: ``{spec: Loaded}``.
+
+        Shards are read one at a time (only those holding a requested entry), so beyond the
+        result at most one shard's raw data is held. ``frames`` adds each row's frame sequences.
+
+        >>> got = store.load_streams(paths=manifest.path, extractors=[get_extractor("whisper-base"),
+        ...                          get_extractor("egemaps")], frames=True)        # doctest: +SKIP
+        >>> X, ok, seqs = got["egemaps"]                                             # doctest: +SKIP
+        """
+        paths = path_list(paths, "paths")
+        if isinstance(extractors, FeatureExtractor) or not isinstance(extractors, Iterable):
+            raise TypeError(f"extractors: expected a list of extractors, got {type(extractors).__name__}")
+        extractors = list(extractors)
+        specs = [ex.spec for ex in extractors]
+        if len(set(specs)) < len(specs):
+            raise ValueError(f"extractors: each spec may appear once, got {specs}")
+        rows = _rows(content_keys(paths, workers=workers))
+        return {ex.spec: self._gather(rows=rows, n=len(paths), extractor=ex, frames=frames) for ex in extractors}
 
     def load_pooled(self, *, paths: Sequence[str | os.PathLike], extractor: FeatureExtractor, workers: int = 4
                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -349,14 +417,16 @@ class FeatureStore:
 
         >>> X, ok = store.load_pooled(paths=manifest.path, extractor=get_extractor("whisper-base"))  # doctest: +SKIP
         """
-        pooled, found, _ = self.load(keys=content_keys(path_list(paths, "paths"), workers=workers), extractor=extractor)
-        return pooled, found
+        got = self.load_streams(paths=paths, extractors=[extractor], workers=workers)[extractor.spec]
+        return got.pooled, got.found
 
     # -- inspection -------------------------------------------------------------------------
-    def info(self) -> list[StoreInfo]:
+    def info(self, *, verify: bool = False) -> list[StoreInfo]:
         """What the store holds, one row per extractor configuration; damage is reported, not raised.
 
-        Every shard's checksum is verified (a full read of the store), nothing is moved or repaired.
+        Entries are counted from the shards' key indexes (a missing or stale one is rebuilt from
+        its shard); nothing else is moved or repaired. ``verify`` also checks every shard's
+        checksum, a full read of the store (see the module docstring for the trade-off).
         """
         out: list[StoreInfo] = []
         if not self.root.is_dir():
@@ -375,10 +445,10 @@ class FeatureStore:
             keys: set[str] = set()
             for shard in shards:
                 try:
-                    reason = self._damage(shard)
+                    reason = self._damage(shard) if verify else None
+                    found = None if reason else self._keys_only(shard)
                 except OSError as exc:
-                    reason = f"unreadable: {exc.strerror or exc}"
-                found = None if reason else self._keys_only(shard)
+                    reason, found = f"unreadable: {exc.strerror or exc}", None
                 if found is None:
                     problems.append(f"shard {shard.name} is damaged ({reason or 'unreadable'}); "
                                     f"the next extraction recomputes its entries")  # fmt: skip
@@ -397,6 +467,47 @@ class FeatureStore:
                                  shards=len(shards), failures=failed, bytes=size,
                                  problems=tuple(problems)))  # fmt: skip
         return out
+
+
+def _rows(keys: Sequence[str | None]) -> dict[str, list[int]]:
+    """Each content key's row numbers in ``keys`` (``None``, an unreadable file, has no row)."""
+    rows: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        if k is not None:
+            if not isinstance(k, str):
+                raise TypeError(f"keys[{i}]: expected a content key (str) or None, got {type(k).__name__}")
+            rows.setdefault(k, []).append(i)
+    return rows
+
+
+def _index_path(shard: Path) -> Path:
+    return shard.with_suffix(".keys")
+
+
+def _read_index(shard: Path) -> list[str] | None:
+    """The keys in the shard's index, or ``None`` when it is missing, damaged or not this shard's.
+
+    The index must name the checksum in the shard's file name and the shard's current size, so an
+    index left over from another shard or a truncated shard is not trusted.
+    """
+    try:
+        index = json.loads(_index_path(shard).read_text())
+        keys = index["keys"]
+        valid = (index["shard_sha"] == shard.stem.rsplit("-", 1)[-1] and index["size"] == shard.stat().st_size
+                 and isinstance(keys, list) and all(isinstance(k, str) for k in keys))  # fmt: skip
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return keys if valid else None
+
+
+def _write_index(shard: Path, *, keys: list[str], size: int) -> None:
+    """Write the shard's key index; a store we may not write to simply stays without one."""
+    index = {"shard_sha": shard.stem.rsplit("-", 1)[-1], "size": size, "keys": keys}
+    try:
+        with atomic_write(_index_path(shard), "w") as f:
+            f.write(json.dumps(index))
+    except OSError:
+        pass
 
 
 def _json_lines(data: bytes) -> Iterator[dict[str, Any]]:
