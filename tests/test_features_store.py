@@ -211,8 +211,9 @@ def test_info_reports_damage_instead_of_raising_and_the_next_run_heals(tmp_path,
 
     from emolingua.cli import app
 
-    res = CliRunner().invoke(app, ["features", "list", "--store", str(store.root)])
+    res = CliRunner().invoke(app, ["features", "list", "--store", str(store.root), "--verify"])
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert shard.name in res.stderr  # --verify reads every shard and finds the flipped bits
 
     with pytest.warns(UserWarning, match="damaged"):
         rerun = extract_to_store(paths=[*files, str(bad)], extractor=ex, store=store, progress=False)
