@@ -1,0 +1,106 @@
+"""The contract every trainable torch model follows, and the minimal batch it receives.
+
+A model is an ordinary, importable ``nn.Module`` (so a fitted one pickles) with two methods,
+in the manner of SpeechBrain's ``Brain.compute_forward`` / ``compute_objectives``:
+
+- ``forward(batch) -> dict[str, Tensor]``: named outputs (``"logits"``, ``"arousal"``, ...);
+- ``losses(outputs, batch, epoch) -> dict[str, Tensor]``: named scalar loss terms; the
+  :class:`~emolingua.models.trainer.Trainer` sums them for the step and logs each one.
+
+>>> class Tiny(SERModule):                                   # doctest: +SKIP
+...     def __init__(self):
+...         super().__init__()
+...         self.lin = nn.Linear(4, 3)
+...     def forward(self, batch):
+...         return {"logits": self.lin(batch.streams["x"])}
+...     def losses(self, outputs, batch, epoch):
+...         return {"ce": masked_cross_entropy(outputs["logits"], batch, "label")}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Batch", "SERModule", "masked_cross_entropy"]
+
+
+@dataclass
+class Batch:
+    """Rows of named tensors, all with the same first dimension N.
+
+    - ``streams``: the inputs by name, each of its own shape: pooled ``(N, ...)`` (e.g.
+      ``(N, 7, 1024)``, ``(N, 88)``) or padded frame sequences ``(N, T, D)``;
+    - ``lengths``: for each frame stream, the valid frame count per row ``(N,)`` (long);
+    - ``targets``: named targets ``(N,)``: class indices (long) or values (float);
+    - ``masks``: per target, which rows carry it ``(N,)`` (bool); a target without a mask is
+      present in every row;
+    - ``language_ids``: the language of each row ``(N,)`` (long), used by the by-language
+      sampler and by models with per-language heads.
+
+    Minimal on purpose: the manifest-backed batch type will build these from a feature store.
+    """
+
+    streams: dict[str, Tensor]
+    targets: dict[str, Tensor] = field(default_factory=dict)
+    masks: dict[str, Tensor] = field(default_factory=dict)
+    lengths: dict[str, Tensor] = field(default_factory=dict)
+    language_ids: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.streams.values())))
+
+    def mask(self, name: str) -> Tensor:
+        """The rows that carry target ``name`` (all rows when it has no mask)."""
+        if name in self.masks:
+            return self.masks[name]
+        return torch.ones(len(self.targets[name]), dtype=torch.bool, device=self.targets[name].device)
+
+    def _map(self, fn: Any) -> Batch:
+        def each(d: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {k: fn(v) for k, v in d.items()}
+
+        return Batch(streams=each(self.streams), targets=each(self.targets), masks=each(self.masks),
+                     lengths=each(self.lengths),
+                     language_ids=None if self.language_ids is None else fn(self.language_ids))  # fmt: skip
+
+    def rows(self, index: Tensor) -> Batch:
+        """The batch of the rows at ``index`` (a long tensor of row numbers)."""
+        return self._map(lambda t: t[index.to(t.device)])
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device``."""
+        return self._map(lambda t: t.to(device))
+
+
+class SERModule(nn.Module):
+    """Base of trainable models: named outputs, named loss terms, optional parameter groups."""
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """Named outputs of one batch."""
+        raise NotImplementedError
+
+    def losses(self, outputs: dict[str, Tensor], batch: Batch, epoch: int) -> dict[str, Tensor]:  # pragma: no cover
+        """Named scalar loss terms of one batch; ``epoch`` (1-based) allows schedules of terms."""
+        raise NotImplementedError
+
+    def param_groups(self, *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; by default weight decay on weight matrices only.
+
+        Biases, norms and single weights (e.g. layer-mixing logits) are not decayed: shrinking
+        them towards zero has no regularising meaning. Override for per-part learning rates.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]  # fmt: skip
+
+
+def masked_cross_entropy(logits: Tensor, batch: Batch, target: str, *, weight: Tensor | None = None) -> Tensor:
+    """Cross-entropy over the rows that carry ``target``; zero (with a gradient) when none do."""
+    keep = batch.mask(target)
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    return nn.functional.cross_entropy(logits[keep], batch.targets[target][keep], weight=weight)
