@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+@functools.lru_cache(maxsize=None)
 def _yaml_loader() -> type:
     """PyYAML's safe loader, but reading ``3e-4`` as a number (YAML 1.2), not as text."""
     import yaml
