@@ -28,18 +28,17 @@ import json
 import os
 import re
 import time
-import types
-import typing
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from emolingua import __version__
+from emolingua.config import load_config, runtime, to_dict
 from emolingua.corpora import read_manifest, scan_corpora, write_manifest
 from emolingua.errors import ConfigError, EmolinguaError, InputFileError
 from emolingua.fileio import check_writable
@@ -92,10 +91,12 @@ class BenchmarkConfig:
     labels: the label set of transfer protocols (default neutral/happy/sad/angry).
     workers: parallel fold jobs (and extraction processes); threads: BLAS/torch threads of each
     (default: the cores divided by ``workers``, so that workers x threads never exceeds the cores).
+    Fields marked ``runtime`` (output, store, workers, threads) say where and how fast, not what is
+    computed, so :func:`emolingua.config.fingerprint` leaves them out.
     """
 
     corpora: str
-    output: str
+    output: str = runtime()
     features: str = "whisper-base"
     feature_options: dict[str, Any] = field(default_factory=dict)
     protocol: str = "loso"
@@ -109,10 +110,10 @@ class BenchmarkConfig:
     repeats: int = DEFAULT_REPEATS
     only_corpora: tuple[str, ...] = ()
     seed: int = 0
-    store: str | None = None
+    store: str | None = runtime(None)
     n_boot: int = 1000
-    workers: int = 1
-    threads: int | None = None
+    workers: int = runtime(1)
+    threads: int | None = runtime(None)
     emobox_reference: str | None = None
 
     def __post_init__(self) -> None:
@@ -136,7 +137,7 @@ class BenchmarkConfig:
         return self.threads or max(1, cpu_count() // max(1, self.workers))
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+        return to_dict(self)
 
     def resolved(self, base: str | os.PathLike | None = None) -> BenchmarkConfig:
         """A copy whose paths (corpora, output, store, the emobox folder) are absolute, relative ones
@@ -154,97 +155,21 @@ class BenchmarkConfig:
         _check(self)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> BenchmarkConfig:
-        """Read a YAML, TOML or JSON config; ``overrides`` (not None) win.
+    def from_file(cls, path: str | os.PathLike | None, *, overrides: Sequence[str] = (), **values: Any) -> BenchmarkConfig:
+        """Read a YAML, TOML or JSON config (or none); ``values`` (not None) win, then dotted ``overrides``.
 
-        Relative paths in the file are read against the file's folder; each value's type is
-        checked against the field's annotation (``seed: abc`` is a ConfigError naming the file).
+        Relative paths in the file are read against the file's folder; unknown keys and each
+        value's type are checked against the fields (``seed: abc`` is a ConfigError naming the
+        file); ``overrides`` are ``-s`` texts such as ``"model_options.C=[0.1]"``.
         """
-        p = Path(path)
-        data = _read_config(p)
-        known = {f.name for f in dataclasses.fields(cls)}
-        if unknown := sorted(set(data) - known):
-            raise ConfigError(f"{p}: unknown config keys {unknown}; known: {sorted(known)}")
-        data = _resolve_paths(_check_types(data, where=str(p)), p.absolute().parent)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        values = {k: v for k, v in values.items() if v is not None}
+        return load_config(cls, path, overrides=overrides, prepare=_resolve_paths, **values)
 
 
 # ---------------------------------------------------------------------------- validation
-def _read_config(p: Path) -> dict[str, Any]:
-    if p.is_dir():
-        raise InputFileError(f"{p}: is a folder, not a config file; give a .yaml, .toml or .json file")
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise InputFileError(f"{p}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{p}: cannot read the config ({_one_line(getattr(exc, 'strerror', None) or exc)})") from None
-    import yaml
-
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib  # Python 3.11+
-
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:  # YAML (JSON is YAML too)
-            data = yaml.safe_load(text)
-    except ValueError as exc:  # json and tomllib errors
-        raise ConfigError(f"{p}: not valid {suffix.lstrip('.').upper()} ({_one_line(exc)}); fix the syntax") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        why = getattr(exc, "problem", None) or exc
-        raise ConfigError(f"{p}: not valid YAML ({_one_line(why)}{where}); fix the syntax") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a config must be a mapping of option: value, got {type(data).__name__}; "
-                          "see the config.yaml written beside any report")  # fmt: skip
-    return data
-
-
-def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_describe(a) for a in args if a is not type(None)]
-        return " or ".join(parts) + (" or nothing" if type(None) in args else "")
-    if origin is tuple:
-        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
-    return {int: "an integer", str: "a text", float: "a number", bool: "true or false"}.get(tp, "a mapping" if origin is dict else str(tp))
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if tp is type(None):
-        return value is None
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if origin is tuple:
-        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
-    return isinstance(value, tp)
-
-
-def _check_types(values: dict[str, Any], *, where: str) -> dict[str, Any]:
-    """``values`` with every field's type checked against BenchmarkConfig's annotations."""
-    hints = typing.get_type_hints(BenchmarkConfig)
-    out = dict(values)
-    for name, value in values.items():
-        tp = hints[name]
-        if tp is str and isinstance(value, int) and not isinstance(value, bool):
-            out[name] = value = str(value)  # `layers: 6` in YAML is an int
-        if not _matches(value, tp):
-            raise ConfigError(f"{where}: {name}: expected {_describe(tp)}, got {value!r}")
-    return out
+def _checked(cfg: BenchmarkConfig) -> BenchmarkConfig:
+    """``cfg`` with every field's type checked against the annotations (ConfigError naming the field)."""
+    return load_config(BenchmarkConfig, **cfg.to_dict())
 
 
 def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -284,7 +209,7 @@ def _check_protocol(cfg: BenchmarkConfig) -> None:
 
 def _check(cfg: BenchmarkConfig) -> FeatureExtractor:
     """Everything :meth:`BenchmarkConfig.validate` checks; returns the extractor it constructed."""
-    cfg = dataclasses.replace(cfg, **_check_types(cfg.to_dict(), where="config"))
+    cfg = _checked(cfg)
     _check_protocol(cfg)
     if cfg.model not in model_names():
         raise ConfigError(f"model {cfg.model!r}: unknown; use one of {', '.join(model_names())}")
@@ -823,7 +748,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, A
     is scanned or extracted. ``results["jobs"]`` counts the fold jobs reused and computed.
     """
     start = time.perf_counter()
-    cfg = dataclasses.replace(cfg, **_check_types(cfg.to_dict(), where="config")).resolved()
+    cfg = _checked(cfg).resolved()
     extractor = _check(cfg)
     out = Path(cfg.output)
     import yaml

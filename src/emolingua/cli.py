@@ -444,6 +444,9 @@ def benchmark_cmd(
     threads: Annotated[
         Optional[int], typer.Option(help="BLAS/torch threads per worker (default: the cores divided by --workers).")
     ] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", "-s", help="Any config field by its dotted name, KEY=VALUE (repeatable; applied last), "
+                            "e.g. -s protocol=loso -s model_options.C=[0.1] -s seed=3.")] = None,
 ) -> None:
     """Scan, extract (cached), train and score on every corpus; write a report to OUTPUT."""
     from emolingua.benchmark import BenchmarkConfig, run_benchmark
@@ -453,12 +456,9 @@ def benchmark_cmd(
                  "workers": workers, "threads": threads, "only_corpora": tuple(corpus) if corpus else None,
                  "feature_options": _parse_options(feature_option) if feature_option else None,
                  "model_options": _parse_options(model_option) if model_option else None}  # fmt: skip
-    if config is not None:
-        cfg = BenchmarkConfig.from_file(config, **overrides)
-    elif corpora is None or output is None:
+    if config is None and not set_ and (corpora is None or output is None):
         raise ConfigError("benchmark: --corpora and --output are needed (or --config FILE)")
-    else:
-        cfg = BenchmarkConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    cfg = BenchmarkConfig.from_file(config, overrides=set_ or (), **overrides)
     results = run_benchmark(cfg)  # validates the whole configuration before any work
     for note in results["notes"]:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)

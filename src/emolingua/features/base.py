@@ -24,11 +24,12 @@ import json
 import types
 import typing
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from emolingua.config import runtime  # re-exported: extractors mark threads and batch sizes with it
 from emolingua.errors import ConfigError, UnknownNameError
 from emolingua.registry import Registry
 
@@ -45,11 +46,6 @@ __all__ = [
 
 #: Bump when a change alters the numbers every extractor writes (invalidates stores).
 FEATURE_FORMAT = 1
-
-
-def runtime(default: Any) -> Any:
-    """A config field that does not change the features (threads, batch size)."""
-    return field(default=default, metadata={"runtime": True})
 
 
 @dataclass(frozen=True)
