@@ -19,6 +19,8 @@ in the manner of SpeechBrain's ``Brain.compute_forward`` / ``compute_objectives`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,16 +78,16 @@ class Batch:
         return self._map(lambda t: t.to(device))
 
 
-class SERModule(nn.Module):
+class SERModule(nn.Module, ABC):
     """Base of trainable models: named outputs, named loss terms, optional parameter groups."""
 
-    def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
+    @abstractmethod
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
         """Named outputs of one batch."""
-        raise NotImplementedError
 
-    def losses(self, outputs: dict[str, Tensor], batch: Batch, epoch: int) -> dict[str, Tensor]:  # pragma: no cover
+    @abstractmethod
+    def losses(self, outputs: dict[str, Tensor], batch: Batch, epoch: int) -> dict[str, Tensor]:
         """Named scalar loss terms of one batch; ``epoch`` (1-based) allows schedules of terms."""
-        raise NotImplementedError
 
     def param_groups(self, *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups; by default weight decay on weight matrices only.
