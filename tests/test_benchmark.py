@@ -211,16 +211,21 @@ def test_notes_name_each_file_left_out_with_its_reason_and_twins_keep_features(t
 def test_non_finite_features_are_left_out_by_name(tree, tmp_path, monkeypatch):
     from emolingua.features.store import FeatureStore
 
-    load = FeatureStore.load_pooled
+    load = FeatureStore.load
     poisoned = []
+    path_of = {}
 
-    def with_nan(self, *, paths, extractor, **kw):
-        X, found = load(self, paths=paths, extractor=extractor, **kw)
+    def with_nan(self, *, keys, extractor, **kw):
+        X, found, frames = load(self, keys=keys, extractor=extractor, **kw)
         X[0] = np.nan  # what an extreme clip once gave; it must not reach scikit-learn unnamed
-        poisoned.append(str(paths[0]))
-        return X, found
+        poisoned.append(path_of[keys[0]])
+        return X, found, frames
 
-    monkeypatch.setattr(FeatureStore, "load_pooled", with_nan)
+    from emolingua.fileio import content_key
+
+    for p in sorted((tree / "emodb").rglob("*.wav")):
+        path_of[content_key(p)] = str(p)
+    monkeypatch.setattr(FeatureStore, "load", with_nan)
     res = run_benchmark(_cfg(tree, tmp_path, protocol="speaker-kfold:2", only_corpora=("emodb",), **FAST), progress=False)
     assert f"left out {poisoned[0]}: non-finite features (NaN or infinity) from mfcc" in res["notes"]
     assert res["corpora"][0]["n"] == 31

@@ -41,11 +41,10 @@ from emolingua import __version__
 from emolingua.config import load_config, runtime, to_dict
 from emolingua.corpora import read_manifest, scan_corpora, write_manifest
 from emolingua.errors import ConfigError, EmolinguaError, InputFileError
-from emolingua.fileio import check_writable
 from emolingua.features import FeatureExtractor, get_extractor
 from emolingua.features.extract import default_store_dir, extract_to_store
 from emolingua.features.store import FeatureStore
-from emolingua.fileio import atomic_write, content_keys
+from emolingua.fileio import atomic_write, check_writable, content_keys
 from emolingua.metrics import score_classification, score_regression, unweighted_accuracy
 from emolingua.models import NORMALISE, Dataset, TorchModel, get_model, model_names
 from emolingua.protocols import (
@@ -58,9 +57,9 @@ from emolingua.protocols import (
     parse_protocol,
 )
 from emolingua.reports import markdown_table, plot_confusion, plot_few_shot, plot_layers
+from emolingua.system import usable_cores as cpu_count
 
-__all__ = ["BenchmarkConfig", "cpu_count",
-           "load_emobox_reference", "run_benchmark"]  # fmt: skip
+__all__ = ["BenchmarkConfig", "load_emobox_reference", "run_benchmark"]
 
 TARGETS = ("label", "intensity", "arousal", "valence")
 PROTOCOLS = ("loso", "speaker-kfold:K", "random:A/B/C", "emobox:DIR", "leave-one-corpus-out",
@@ -68,14 +67,6 @@ PROTOCOLS = ("loso", "speaker-kfold:K", "random:A/B/C", "emobox:DIR", "leave-one
 #: Bump when a job file's content changes meaning: every cached job is then recomputed.
 JOB_FORMAT = 2
 _PATH_FIELDS = ("corpora", "output", "store", "emobox_reference")
-
-
-def cpu_count() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _one_line(text: object) -> str:
@@ -315,18 +306,10 @@ def _features(cfg: BenchmarkConfig, extractor: FeatureExtractor, manifest: pd.Da
     store = FeatureStore(root=cfg.store or default_store_dir())
     paths = manifest["path"].tolist()
     durations = manifest["duration"].tolist() if "duration" in manifest else None
-    summary = extract_to_store(paths=paths, extractor=extractor, store=store, durations=durations,
+    keys = [k if isinstance(k, str) and k else None for k in manifest["content"]]  # hashed by _manifest just now
+    summary = extract_to_store(paths=paths, keys=keys, extractor=extractor, store=store, durations=durations,
                                workers=cfg.workers, progress=progress)  # fmt: skip
-    X, found = store.load_pooled(paths=paths, extractor=extractor)
-    found = np.asarray(found, dtype=bool).copy()
-    keys = manifest["content"].tolist()
-    first: dict[str, int] = {}
-    for i, key in enumerate(keys):  # byte-identical files share one stored entry
-        if key is not None and found[i]:
-            first.setdefault(key, i)
-    for i, key in enumerate(keys):
-        if not found[i] and key in first:
-            X[i], found[i] = X[first[key]], True
+    X, found, _ = store.load(keys=keys, extractor=extractor)  # byte-identical files: every row gets the entry
     finite = found & np.isfinite(X.reshape(len(X), -1)).all(axis=1) if X.size else found
     reasons = dict(summary.failures)
     notes = []

@@ -47,6 +47,7 @@ from emolingua.audio import AudioError, load_audio, probe_audio
 from emolingua.errors import ConfigError, EmolinguaError
 from emolingua.features.base import FeatureExtractor, Features
 from emolingua.features.store import FeatureStore, content_keys, path_list
+from emolingua.system import usable_cores as _cores  # a module name, so tests can pin the cores
 
 __all__ = ["ExtractSummary", "default_store_dir", "duration_batches", "extract_to_store"]
 
@@ -105,13 +106,6 @@ def duration_batches(order: list[int], durations: list[float], *, batch_seconds:
         batches.append(current)
     return batches
 
-
-def _cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _plan_workers(*, workers: int, threads: int | None, cores: int) -> tuple[int, int | None]:
@@ -255,6 +249,7 @@ def extract_to_store(
     extractor: FeatureExtractor,
     store: FeatureStore,
     durations: Sequence[float] | None = None,
+    keys: Sequence[str | None] | None = None,
     batch_seconds: float = 120.0,
     max_batch_items: int = 64,
     workers: int = 1,
@@ -264,18 +259,21 @@ def extract_to_store(
 
     ``workers`` > 1 runs that many processes (at most one per core), each with its own copy of
     the model and, unless the extractor's ``threads`` option is set, cores / workers threads.
+    ``keys``: the files' content keys when the caller has just computed them (``None`` for an
+    unreadable file); by default every file is hashed here.
     """
     paths = path_list(paths, "paths")
-    if durations is not None:
-        durations = list(durations)
-        if len(durations) != len(paths):
-            raise ValueError(f"durations: expected one per path ({len(paths)}), got {len(durations)}")
+    durations = None if durations is None else list(durations)
+    keys = None if keys is None else list(keys)
+    for name, values in (("durations", durations), ("keys", keys)):
+        if values is not None and len(values) != len(paths):
+            raise ValueError(f"{name}: expected one per path ({len(paths)}), got {len(values)}")
     if workers < 1:
         raise ConfigError(f"workers: must be 1 or more, got {workers}")
     start = time.perf_counter()
     summary = ExtractSummary()
     where: dict[str, list[str]] = {}  # content key -> every path with that content
-    for p, k in zip(paths, content_keys(paths)):
+    for p, k in zip(paths, content_keys(paths) if keys is None else keys):
         if k is None:
             summary.failures.append((p, "file not found or not readable"))
         elif p not in where.setdefault(k, []):
