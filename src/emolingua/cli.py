@@ -167,19 +167,14 @@ def corpora_scan(
 ) -> None:
     """Find every supported corpus at ROOT or below it and write one manifest."""
     from emolingua.corpora import check_manifest_output, scan_corpora, write_manifest
-    from emolingua.errors import EmolinguaError, InputFileError
 
-    try:
-        if not root.is_dir():
-            raise InputFileError(f"{root}: not a folder; give the folder that holds the corpora")
-        if output is not None:
-            check_manifest_output(output)  # before the scan, not after it
-        result = scan_corpora(root=root, corpora=corpus, ratings=ratings, workers=workers)
-        if output is not None and result.corpora:
-            write_manifest(result.manifest, output)
-    except EmolinguaError as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    if not root.is_dir():
+        raise InputFileError(f"{root}: not a folder; give the folder that holds the corpora")
+    if output is not None:
+        check_manifest_output(output)  # before the scan, not after it
+    result = scan_corpora(root=root, corpora=corpus, ratings=ratings, workers=workers)
+    if output is not None and result.corpora:
+        write_manifest(result.manifest, output)
     if as_json:
         typer.echo(result.to_json())
     else:
@@ -296,11 +291,11 @@ def features_extract(
     batch_seconds: Annotated[float, typer.Option(help="Audio seconds per stored batch.")] = 120.0,
 ) -> None:
     """Fill the store with features of every file in MANIFEST; a rerun resumes."""
-    from emolingua.features import get_extractor
-    from emolingua.fileio import check_writable
     from emolingua.corpora import read_manifest
+    from emolingua.features import get_extractor
     from emolingua.features.extract import default_store_dir, extract_to_store
     from emolingua.features.store import FeatureStore
+    from emolingua.fileio import check_writable
 
     _at_least(1, workers=workers, threads=threads, batch_seconds=batch_seconds)
     options = _parse_options(option)
