@@ -282,20 +282,16 @@ def _content_of_existing(paths: pd.Series) -> pd.Series:
 
 
 def _components(n: int, links: Iterable[tuple[int, int]]) -> np.ndarray:
-    """Union-find over ``n`` items: each item's component, named by its smallest member."""
-    parent = list(range(n))
+    """Connected components over ``n`` items: each item's component, named by its smallest member."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in links:
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([root(i) for i in range(n)], dtype=np.int64)
+    pairs = np.asarray(list(links), dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    smallest = np.full(label.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(smallest, label, np.arange(n))
+    return smallest[label]
 
 
 def _first_links(keys: Iterable[str]) -> list[tuple[int, int]]:
