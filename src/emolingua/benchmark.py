@@ -40,7 +40,7 @@ import pandas as pd
 from emolingua import __version__
 from emolingua.config import load_config, runtime, to_dict
 from emolingua.corpora import read_manifest, scan_corpora, write_manifest
-from emolingua.errors import ConfigError, EmolinguaError, InputFileError
+from emolingua.errors import ConfigError, InputFileError
 from emolingua.features import FeatureExtractor, get_extractor
 from emolingua.features.extract import default_store_dir, extract_to_store
 from emolingua.features.store import FeatureStore

@@ -15,11 +15,11 @@ import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 from emolingua.errors import InputFileError
 
-__all__ = ["atomic_write", "check_writable", "content_key", "content_keys", "file_sha256"]
+__all__ = ["atomic_write", "check_writable", "content_key", "content_keys", "file_sha256", "path_list"]
 
 _CHUNK = 1 << 20
 
@@ -85,3 +85,17 @@ def check_writable(folder: str | os.PathLike, *, what: str) -> Path:
         why = exc.strerror or str(exc).splitlines()[0]
         raise InputFileError(f"{what} {path}: not writable ({why}); choose another folder or fix its permissions") from None
     return path
+
+
+def path_list(value: Any, name: str) -> list[str]:
+    """``value`` as a list of path strings; ``TypeError`` naming ``name`` for a bare path, ``None`` or a number."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name}: expected a list of paths, got the single path {os.fsdecode(value)!r}; "
+                        f"wrap it in a list")  # fmt: skip
+    if value is None or not isinstance(value, Iterable):
+        raise TypeError(f"{name}: expected a list of paths, got {type(value).__name__}")
+    out = list(value)
+    for i, p in enumerate(out):
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"{name}[{i}]: expected a path (str or Path), got {type(p).__name__} {p!r}")
+    return [os.fspath(p) for p in out]

@@ -46,7 +46,8 @@ import numpy as np
 from emolingua.audio import AudioError, load_audio, probe_audio
 from emolingua.errors import ConfigError, EmolinguaError
 from emolingua.features.base import FeatureExtractor, Features
-from emolingua.features.store import FeatureStore, content_keys, path_list
+from emolingua.features.store import FeatureStore
+from emolingua.fileio import content_keys, path_list
 from emolingua.system import usable_cores as _cores  # a module name, so tests can pin the cores
 
 __all__ = ["ExtractSummary", "default_store_dir", "duration_batches", "extract_to_store"]

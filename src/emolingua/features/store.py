@@ -54,7 +54,7 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from emolingua.features.base import FeatureExtractor, Features
-from emolingua.fileio import atomic_write, content_key, content_keys
+from emolingua.fileio import atomic_write, content_key, content_keys, file_sha256, path_list
 
 try:
     import fcntl
@@ -94,30 +94,8 @@ class Loaded(NamedTuple):
     frames: list[dict[str, np.ndarray] | None] | None
 
 
-def path_list(value: Any, name: str) -> list[str]:
-    """``value`` as a list of path strings; ``TypeError`` naming ``name`` for a bare path, ``None`` or a number."""
-    if isinstance(value, (str, bytes, os.PathLike)):
-        raise TypeError(f"{name}: expected a list of paths, got the single path {os.fsdecode(value)!r}; "
-                        f"wrap it in a list")  # fmt: skip
-    if value is None or not isinstance(value, Iterable):
-        raise TypeError(f"{name}: expected a list of paths, got {type(value).__name__}")
-    out = list(value)
-    for i, p in enumerate(out):
-        if not isinstance(p, (str, os.PathLike)):
-            raise TypeError(f"{name}[{i}]: expected a path (str or Path), got {type(p).__name__} {p!r}")
-    return [os.fspath(p) for p in out]
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _process_start(pid: int) -> str | None:
@@ -156,10 +134,9 @@ class FeatureStore:
         try:
             json.loads(meta.read_text())
         except (OSError, ValueError):
-            tmp = meta.with_name(f".extractor.{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps({"spec": extractor.spec, "streams": extractor.streams, **extractor.identity()},
-                                      indent=2, default=str))  # fmt: skip
-            os.replace(tmp, meta)
+            with atomic_write(meta, "w") as f:
+                f.write(json.dumps({"spec": extractor.spec, "streams": extractor.streams, **extractor.identity()},
+                                   indent=2, default=str))  # fmt: skip
         return folder
 
     # -- writing ----------------------------------------------------------------------------
@@ -265,7 +242,7 @@ class FeatureStore:
     def _damage(shard: Path, data: bytes | None = None) -> str | None:
         """Why the shard is damaged, or ``None`` when its bytes match the checksum in its name."""
         expected = shard.stem.rsplit("-", 1)[-1]
-        return None if (_sha(data) if data is not None else _file_sha(shard)) == expected else "checksum mismatch"
+        return None if (_sha(data) if data is not None else file_sha256(shard)[:16]) == expected else "checksum mismatch"
 
     @staticmethod
     def _keys_only(shard: Path) -> list[str] | None:
