@@ -262,7 +262,7 @@ def test_a_corpus_filter_matching_nothing_fails_before_any_work(tree, tmp_path):
     ({"protocol": "emobox:/no/such/folder"}, "EmoBox folder not found"),
     ({"model": "forest"}, "model 'forest': unknown; use one of logreg"),
     ({"model": "ridge"}, "cannot predict target 'label'"),
-    ({"model_options": {"depth": 3}}, "unknown options"),
+    ({"model_options": {"depth": 3}}, "unknown config keys"),
     ({"features": "nope"}, "unknown extractor 'nope'"),
     ({"feature_options": {"n_mfcc": "many"}}, "mfcc option n_mfcc='many'"),
     ({"layers": "top"}, "layers 'top': unknown"),

@@ -199,4 +199,4 @@ def test_models_list_table_shows_each_model_with_its_options():
     assert result.exit_code == 0, result.output
     for name in model_names():
         assert name in result.output
-    assert 'normalise="corpus"' in result.output and "layer_lr=0.01" in result.output
+    assert 'normalise="train"' in result.output and "train.lr=0.001" in result.output

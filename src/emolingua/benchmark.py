@@ -29,10 +29,9 @@ import os
 import re
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,7 +45,8 @@ from emolingua.features.extract import default_store_dir, extract_to_store
 from emolingua.features.store import FeatureStore
 from emolingua.fileio import atomic_write, check_writable, content_keys
 from emolingua.metrics import score_classification, score_regression, unweighted_accuracy
-from emolingua.models import NORMALISE, Dataset, TorchModel, get_model, model_names
+from emolingua.models import NORMALISE, Dataset, Frames, get_model, model_class, model_names
+from emolingua.system import limited_threads
 from emolingua.protocols import (
     DEFAULT_REPEATS,
     DEFAULT_SHOTS,
@@ -65,7 +65,7 @@ TARGETS = ("label", "intensity", "arousal", "valence")
 PROTOCOLS = ("loso", "speaker-kfold:K", "random:A/B/C", "emobox:DIR", "leave-one-corpus-out",
              "leave-one-language-out", "few-shot[:K,...]")  # fmt: skip
 #: Bump when a job file's content changes meaning: every cached job is then recomputed.
-JOB_FORMAT = 2
+JOB_FORMAT = 3
 _PATH_FIELDS = ("corpora", "output", "store", "emobox_reference")
 
 
@@ -78,7 +78,14 @@ class BenchmarkConfig:
     """Everything a run depends on; ``BenchmarkConfig.from_file`` reads it back from YAML/TOML/JSON.
 
     corpora: a folder to scan, or a manifest file (.parquet/.csv/.jsonl).
-    layers: ``select`` (the best single layer, chosen on valid in each fold), ``all``, or a layer index.
+    features: one extractor spec, or several joined by commas (``whisper-base,egemaps``): each is a
+    named stream of the rows; ``feature_options`` are the options of the one extractor, or a mapping
+    of spec -> options when there are several.
+    layers: ``select`` (each single layer is a candidate, chosen on valid in each fold), ``all``, or a
+    layer index; handed to the model, whose :meth:`~emolingua.models.Model.search_grid` says what it compares.
+    normalise: ``auto`` (training statistics within a corpus; ``adapt-corpus`` in transfer protocols,
+    where a held-out corpus is z-scored with its own unlabelled rows) or a mode of
+    :data:`emolingua.models.NORMALISE`.
     labels: the label set of transfer protocols (default neutral/happy/sad/angry).
     workers: parallel fold jobs (and extraction processes); threads: BLAS/torch threads of each
     (default: the cores divided by ``workers``, so that workers x threads never exceeds the cores).
@@ -95,7 +102,7 @@ class BenchmarkConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     target: str = "label"
     layers: str = "select"
-    normalise: str = "corpus"
+    normalise: str = "auto"
     labels: tuple[str, ...] = SHARED_LABELS
     shots: tuple[int, ...] = DEFAULT_SHOTS
     repeats: int = DEFAULT_REPEATS
@@ -117,6 +124,17 @@ class BenchmarkConfig:
     @property
     def transfer(self) -> bool:
         return self.protocol.split(":")[0] in {p.split(":")[0] for p in TRANSFER_PROTOCOLS}
+
+    @property
+    def normalisation(self) -> str:
+        """The normalisation mode ``normalise`` resolves to for this protocol."""
+        if self.normalise == "auto":
+            return "adapt-corpus" if self.transfer else "train"
+        return self.normalise
+
+    @property
+    def feature_specs(self) -> list[str]:
+        return [f.strip() for f in self.features.split(",") if f.strip()]
 
     @property
     def regression(self) -> bool:
@@ -198,14 +216,14 @@ def _check_protocol(cfg: BenchmarkConfig) -> None:
                              "e.g. emobox:../shared/partitions/emobox")  # fmt: skip
 
 
-def _check(cfg: BenchmarkConfig) -> FeatureExtractor:
-    """Everything :meth:`BenchmarkConfig.validate` checks; returns the extractor it constructed."""
+def _check(cfg: BenchmarkConfig) -> list[FeatureExtractor]:
+    """Everything :meth:`BenchmarkConfig.validate` checks; returns the extractors it constructed."""
     cfg = _checked(cfg)
     _check_protocol(cfg)
     if cfg.model not in model_names():
         raise ConfigError(f"model {cfg.model!r}: unknown; use one of {', '.join(model_names())}")
-    if cfg.normalise not in NORMALISE:
-        raise ConfigError(f"normalise {cfg.normalise!r}: unknown; use one of {', '.join(NORMALISE)}")
+    if cfg.normalise not in ("auto", *NORMALISE):
+        raise ConfigError(f"normalise {cfg.normalise!r}: unknown; use one of auto, {', '.join(NORMALISE)}")
     if cfg.layers not in ("select", "all") and not re.fullmatch(r"-?\d+", cfg.layers.strip()):
         raise ConfigError(f"layers {cfg.layers!r}: unknown; use select (chosen on valid), all, or a layer index")
     for name, low in (("seed", 0), ("workers", 1), ("repeats", 1), ("n_boot", 0), ("threads", 1)):
@@ -215,9 +233,9 @@ def _check(cfg: BenchmarkConfig) -> FeatureExtractor:
     if any(k < 0 for k in cfg.shots):
         raise ConfigError(f"shots {list(cfg.shots)}: must be whole numbers >= 0")
     try:
-        model = get_model(cfg.model, seed=cfg.seed, normalise=cfg.normalise, **cfg.model_options)
+        model = get_model(cfg.model, **_model_options(cfg, cfg.normalisation))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model {cfg.model!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"model {cfg.model!r}: {_one_line(exc).removeprefix(f'model {cfg.model}: ')}") from None
     if (model.task == "regression") != cfg.regression:
         fits = "a regression model (ridge)" if cfg.regression else "a classifier (not ridge)"
         raise ConfigError(f"model {cfg.model!r}: a {model.task} model cannot predict target {cfg.target!r}; use {fits}")
@@ -227,11 +245,32 @@ def _check(cfg: BenchmarkConfig) -> FeatureExtractor:
                              "the corpora or a manifest written by `emolingua corpora scan`")  # fmt: skip
     check_writable(cfg.output, what="output")
     check_writable(cfg.store or default_store_dir(), what="feature store")
-    options = dict(cfg.feature_options)
-    options.setdefault("threads", cfg.threads_per_worker)  # workers x threads never exceeds the cores
-    extractor = get_extractor(cfg.features, **options)  # raises ConfigError for a bad name or option
-    extractor.fingerprint()  # resolves a hub model's identity now: offline, that is the error to report
-    return extractor
+    specs = cfg.feature_specs
+    if not specs:
+        raise ConfigError(f"features {cfg.features!r}: give an extractor (`emolingua features list` shows them)")
+    several = len(specs) > 1
+    if several and (unknown := sorted(set(cfg.feature_options) - set(specs))):
+        raise ConfigError(f"feature_options: with several features, give options per extractor "
+                          f"({', '.join(specs)}); {unknown[0]!r} is none of them")  # fmt: skip
+    extractors = []
+    for spec in specs:
+        options = dict(cfg.feature_options.get(spec) or {}) if several else dict(cfg.feature_options)
+        options.setdefault("threads", cfg.threads_per_worker)  # workers x threads never exceeds the cores
+        extractor = get_extractor(spec, **options)  # raises ConfigError for a bad name or option
+        extractor.fingerprint()  # resolves a hub model's identity now: offline, that is the error to report
+        extractors.append(extractor)
+    if model.uses_frames and not any(getattr(e.config, "frame_layers", None) for e in extractors):
+        raise ConfigError(f"model {cfg.model!r} reads frame sequences; keep some with "
+                          "feature_options.frame_layers (e.g. -s feature_options.frame_layers=[6])")  # fmt: skip
+    return extractors
+
+
+def _model_options(cfg: BenchmarkConfig, normalise: str, candidate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's options in a job: the run's, its layers and normalisation, the seed, the thread cap."""
+    layers: Any = cfg.layers if cfg.layers in ("select", "all") else (int(cfg.layers),)
+    options = {"layers": layers, "normalise": normalise, "seed": cfg.seed, "threads": cfg.threads_per_worker,
+               **cfg.model_options, **(candidate or {})}  # fmt: skip
+    return options
 
 
 # ---------------------------------------------------------------------------- data
@@ -299,29 +338,43 @@ def _scorable(target: str, manifest: pd.DataFrame) -> np.ndarray:
     return (manifest[target].fillna("").astype(str) != "").to_numpy()
 
 
-def _features(cfg: BenchmarkConfig, extractor: FeatureExtractor, manifest: pd.DataFrame, *, progress: bool
-              ) -> tuple[np.ndarray, pd.DataFrame, list[str]]:  # fmt: skip
-    """Extract what the store lacks and load every row's features; rows left out come with one
-    note each, naming the file and the reason."""
+def _features(cfg: BenchmarkConfig, extractors: list[FeatureExtractor], manifest: pd.DataFrame, *, progress: bool
+              ) -> tuple[dict[str, Any], pd.DataFrame, list[str]]:  # fmt: skip
+    """Extract what the store lacks and load every row's streams (pooled by spec, frames as
+    ``spec/stream`` when the model reads them); rows left out come with one note each, naming the
+    file and the reason."""
     store = FeatureStore(root=cfg.store or default_store_dir())
     paths = manifest["path"].tolist()
     durations = manifest["duration"].tolist() if "duration" in manifest else None
     keys = [k if isinstance(k, str) and k else None for k in manifest["content"]]  # hashed by _manifest just now
-    summary = extract_to_store(paths=paths, keys=keys, extractor=extractor, store=store, durations=durations,
-                               workers=cfg.workers, progress=progress)  # fmt: skip
-    X, found, _ = store.load(keys=keys, extractor=extractor)  # byte-identical files: every row gets the entry
-    finite = found & np.isfinite(X.reshape(len(X), -1)).all(axis=1) if X.size else found
-    reasons = dict(summary.failures)
-    notes = []
-    for i in np.flatnonzero(~finite):
-        if found[i]:
-            why = f"non-finite features (NaN or infinity) from {extractor.spec}"
-        elif keys[i] is None:
-            why = reasons.get(paths[i], "file not found or not readable")
-        else:
-            why = reasons.get(paths[i], f"no {extractor.spec} features in the store after extraction")
-        notes.append(f"left out {paths[i]}: {why}")
-    return X[finite], manifest[finite].reset_index(drop=True), notes
+    frames = model_class(cfg.model).uses_frames
+    keep = np.ones(len(paths), dtype=bool)
+    why: dict[int, str] = {}
+    loaded = {}
+    for extractor in extractors:
+        summary = extract_to_store(paths=paths, keys=keys, extractor=extractor, store=store, durations=durations,
+                                   workers=cfg.workers, progress=progress)  # fmt: skip
+        X, found, rows = store.load(keys=keys, extractor=extractor, frames=frames)  # twins: every row gets the entry
+        finite = found & np.isfinite(X.reshape(len(X), -1)).all(axis=1) if X.size else found
+        reasons = dict(summary.failures)
+        for i in np.flatnonzero(keep & ~finite):
+            if found[i]:
+                why[i] = f"non-finite features (NaN or infinity) from {extractor.spec}"
+            elif keys[i] is None:
+                why[i] = reasons.get(paths[i], "file not found or not readable")
+            else:
+                why[i] = reasons.get(paths[i], f"no {extractor.spec} features in the store after extraction")
+        keep &= finite
+        loaded[extractor.spec] = (X, rows)
+    idx = np.flatnonzero(keep)
+    streams: dict[str, Any] = {}
+    for spec, (X, rows) in loaded.items():
+        streams[spec] = X[idx]
+        if frames and len(idx):
+            for name in sorted(rows[idx[0]] or {}):
+                streams[f"{spec}/{name}"] = Frames.from_list([rows[i][name] for i in idx])
+    notes = [f"left out {paths[i]}: {why[i]}" for i in sorted(why)]
+    return streams, manifest.iloc[idx].reset_index(drop=True), notes
 
 
 def _splits(cfg: BenchmarkConfig, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -339,76 +392,61 @@ def _splits(cfg: BenchmarkConfig, manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- jobs
-def _candidates(cfg: BenchmarkConfig, n_streams: int) -> list[str]:
-    if cfg.layers == "select" and cfg.model == "layer-weights":
-        return ["all"]  # the model weighs the layers itself
-    if cfg.layers == "select":  # each single layer; all layers together is `layers="all"`
-        return [str(i) for i in range(n_streams)]
-    return [cfg.layers.strip()]
+def _label(candidate: dict[str, Any], cfg: BenchmarkConfig) -> str:
+    """A candidate's name in results: its layer index for single-layer candidates, else its options."""
+    if not candidate:
+        return cfg.layers.strip()
+    if set(candidate) == {"layers"} and isinstance(candidate["layers"], tuple) and len(candidate["layers"]) == 1:
+        return str(candidate["layers"][0])
+    return ",".join(f"{k}={v}" for k, v in sorted(candidate.items()))
 
 
-def _view(candidate: str) -> Any:
-    return "all" if candidate == "all" else (int(candidate),)
+def _take(streams: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
+    return {k: v.take(idx) if isinstance(v, Frames) else v[idx] for k, v in streams.items()}
 
 
-def _dataset(X: np.ndarray, manifest: pd.DataFrame, idx: np.ndarray, target: str) -> Dataset:
+def _dataset(streams: dict[str, Any], manifest: pd.DataFrame, idx: np.ndarray, target: str) -> Dataset:
     rows = manifest.iloc[idx]
     y = rows[target].to_numpy(dtype=float) if target in ("arousal", "valence") else rows[target].astype(str).to_numpy()
-    return Dataset(X=X[idx], y=y, corpus=rows["corpus"].astype(str).to_numpy(),
-                   language=rows["language"].astype(str).to_numpy(), speaker=rows["speaker"].astype(str).to_numpy())  # fmt: skip
+    return Dataset(streams=_take(streams, idx), targets={target: y}, corpus=rows["corpus"].to_numpy(),
+                   language=rows["language"].to_numpy(), speaker=rows["speaker"].to_numpy(),
+                   ids=rows["path"].to_numpy())  # fmt: skip
 
 
-def _score_valid(cfg: BenchmarkConfig, model: Any, valid: Dataset) -> float:
-    if len(valid.y) == 0:
-        return float("nan")
-    pred = model.predict(valid)
-    if cfg.regression:
-        from emolingua.metrics import ccc
-
-        return ccc(valid.y, pred)
-    return unweighted_accuracy(valid.y, pred)
-
-
-def _normalise_transfer(X: np.ndarray, manifest: pd.DataFrame, idx: dict[str, np.ndarray]) -> np.ndarray:
-    """Per-corpus z-scores for transfer folds: a source corpus by its training rows; a target
-    corpus by all of its rows in the fold (its few labelled shots and its test rows, labels
+def _normalise_transfer(streams: dict[str, Any], manifest: pd.DataFrame, idx: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``adapt-corpus`` in transfer folds: a source corpus is z-scored by its training rows, a
+    target corpus by all of its rows in the fold (its few labelled shots and its test rows, labels
     unused), so that K = 0 and K > 0 see the target on the same scale."""
-    out = X.copy()
     corpus = manifest["corpus"].to_numpy()
     targets = set(corpus[idx["test"]])
     used = np.concatenate([idx["train"], idx["valid"], idx["test"]])
-    for name in set(corpus[used]):
-        rows = used[corpus[used] == name]
-        basis = rows if name in targets else idx["train"][corpus[idx["train"]] == name]
-        basis = basis if len(basis) else rows
-        mean, std = X[basis].mean(axis=0), X[basis].std(axis=0)
-        out[rows] = (X[rows] - mean) / np.where(std > 1e-8, std, 1.0)
+    out = {}
+    for key, X in streams.items():
+        values = X.values if isinstance(X, Frames) else X
+        z = np.zeros(values.shape, dtype=np.float32)
+        for name in set(corpus[used]):
+            rows = used[corpus[used] == name]
+            basis = rows if name in targets else idx["train"][corpus[idx["train"]] == name]
+            basis = basis if len(basis) else rows
+            ref = X.take(basis).values if isinstance(X, Frames) else X[basis]
+            mean, std = ref.mean(axis=0), ref.std(axis=0)
+            at = np.concatenate([np.arange(X.offsets[r], X.offsets[r + 1]) for r in rows]) if isinstance(X, Frames) else rows
+            z[at] = (values[at] - mean) / np.where(std > 1e-8, std, 1.0)
+        out[key] = Frames(values=z, offsets=X.offsets) if isinstance(X, Frames) else z
     return out
 
 
-def _fit_candidate(cfg: BenchmarkConfig, cand: str, normalise: str, train: Dataset, valid: Dataset,
+def _fit_candidate(cfg: BenchmarkConfig, cand: dict[str, Any], normalise: str, train: Dataset, valid: Dataset,
                    test: Dataset) -> dict[str, Any]:  # fmt: skip
-    """One layer candidate: fit on train (its own selection on valid), score valid, predict test."""
-    options = dict(cfg.model_options)
-    if isinstance(get_model(cfg.model), TorchModel):  # torch's own pool; BLAS is limited around the job
-        options.setdefault("threads", cfg.threads_per_worker)
-    model = get_model(cfg.model, layers=_view(cand), normalise=normalise, seed=cfg.seed, **options)
-    model.fit(train, valid=valid if len(valid.y) else None)
+    """One candidate of the model's grid: fit on train (its own choices on valid), score valid, predict test."""
+    model = get_model(cfg.model, **_model_options(cfg, normalise, cand))
+    model.fit(train, valid=valid if len(valid) else None)
     pred = model.predict(test)
     return {
-        "valid_score": _score_valid(cfg, model, valid),
+        "valid_score": model.score(valid) if len(valid) else float("nan"),
         "test_pred": [float(p) for p in pred] if cfg.regression else [str(p) for p in pred],
         "selected": getattr(model, "selected", {}),
     }
-
-
-@contextmanager
-def _thread_limit(threads: int) -> Iterator[None]:
-    """At most ``threads`` BLAS / OpenMP threads inside (parallel jobs must not oversubscribe the cores)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads):
-        yield
 
 
 def _too_small(cfg: BenchmarkConfig, train: Dataset, test: Dataset) -> str | None:
@@ -422,25 +460,29 @@ def _too_small(cfg: BenchmarkConfig, train: Dataset, test: Dataset) -> str | Non
     return None
 
 
-def _run_job(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, rows: pd.DataFrame) -> dict[str, Any]:
-    """Fit every layer candidate on train, pick on valid, predict test; a fold that cannot be
-    fitted is returned as skipped, with the reason."""
+def _run_job(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, rows: pd.DataFrame) -> dict[str, Any]:
+    """Fit every candidate of the model's grid on train, pick on valid, predict test; a fold that
+    cannot be fitted is returned as skipped, with the reason."""
     index = pd.Series(np.arange(len(manifest)), index=manifest["path"])
     idx = {r: index.loc[rows.loc[rows["role"] == r, "path"]].to_numpy() for r in ("train", "valid", "test")}
     column = cfg.target
-    normalise = cfg.normalise
+    normalise = cfg.normalisation
     head = {"unit": str(rows["unit"].iat[0]), "fold": int(rows["fold"].iat[0])}
-    if cfg.transfer and cfg.normalise == "corpus":
+    if cfg.transfer and normalise == "adapt-corpus":
         X, normalise = _normalise_transfer(X, manifest, idx), "none"
     train, valid, test = (_dataset(X, manifest, idx[r], column) for r in ("train", "valid", "test"))
     what = f"{head['unit']} fold {head['fold']}"
     if why := _too_small(cfg, train, test):
         return {**head, "skipped": f"{what}: not scored, {why}; too small for protocol {cfg.protocol}"}
     by_candidate: dict[str, Any] = {}
-    with _thread_limit(cfg.threads_per_worker):
-        for cand in _candidates(cfg, X.shape[1]):
+    with limited_threads(cfg.threads_per_worker):
+        try:
+            grid = get_model(cfg.model, **_model_options(cfg, normalise)).search_grid(train)
+        except ValueError as exc:
+            return {**head, "skipped": f"{what}: not scored, {_one_line(exc)}"}
+        for cand in grid:
             try:
-                by_candidate[cand] = _fit_candidate(cfg, cand, normalise, train, valid, test)
+                by_candidate[_label(cand, cfg)] = _fit_candidate(cfg, cand, normalise, train, valid, test)
             except ValueError as exc:  # a data problem in this fold: the other folds are still scored
                 return {**head, "skipped": f"{what}: not scored, {_one_line(exc)}"}
     scores = {c: v["valid_score"] for c, v in by_candidate.items()}
@@ -466,11 +508,12 @@ def _run_job(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, rows: 
     }
 
 
-def _job_base(cfg: BenchmarkConfig, extractor: FeatureExtractor) -> dict[str, Any]:
+def _job_base(cfg: BenchmarkConfig, extractors: list[FeatureExtractor]) -> dict[str, Any]:
     """What every job of a run depends on besides its rows."""
-    return {"format": JOB_FORMAT, "emolingua": __version__, "features": extractor.fingerprint(),
+    prints = [e.fingerprint() for e in extractors]
+    return {"format": JOB_FORMAT, "emolingua": __version__, "features": prints[0] if len(prints) == 1 else prints,
             "model": cfg.model, "model_options": cfg.model_options, "target": cfg.target, "layers": cfg.layers,
-            "normalise": cfg.normalise, "labels": list(cfg.labels), "seed": cfg.seed,
+            "normalise": cfg.normalisation, "labels": list(cfg.labels), "seed": cfg.seed,
             "transfer": cfg.protocol.split(":")[0] if cfg.transfer else ""}  # fmt: skip
 
 
@@ -494,7 +537,7 @@ def _job_file(jobs_dir: Path, unit: str, fold: int, key: str) -> Path:
     return jobs_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{unit}-fold{fold:03d}") + f"-{key[:20]}.json")
 
 
-def _run_jobs(cfg: BenchmarkConfig, X: np.ndarray, manifest: pd.DataFrame, splits: pd.DataFrame, out: Path,
+def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, splits: pd.DataFrame, out: Path,
               base: dict[str, Any], *, progress: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
     """Every job's result (cached ones read back) and the counts of jobs reused and computed."""
     jobs_dir = out / "jobs"
@@ -607,9 +650,14 @@ def _write_report(cfg: BenchmarkConfig, results: dict[str, Any], languages: dict
     lang = {**languages, **{f"{k} (intensity)": v for k, v in languages.items()}}
     reference = _emobox_reference(cfg)
     lines = [f"# emolingua benchmark: {cfg.model} on {cfg.features}, protocol `{cfg.protocol}`", ""]
-    scope = " (held-out corpora by their own rows, labels unused)" if cfg.transfer and cfg.normalise == "corpus" else ""
-    lines.append(f"Target `{cfg.target}`; layers `{cfg.layers}` (chosen on valid); feature normalisation per "
-                 f"`{cfg.normalise}`{scope}; seed {cfg.seed}; {seconds:.0f} s. SI = speaker independent, SD = speaker dependent.")  # fmt: skip
+    mode = cfg.normalisation
+    scope = {"adapt-corpus": " (transductive: a held-out corpus by its own unlabelled rows)" if cfg.transfer else
+             " (transductive: a corpus unseen in training by its own unlabelled rows)",
+             "adapt-speaker": " (transductive: each speaker by their own unlabelled rows)",
+             "train": " (statistics of the training rows)", "corpus": " (each training corpus by its training rows)",
+             "none": ""}[mode]  # fmt: skip
+    lines.append(f"Target `{cfg.target}`; layers `{cfg.layers}` (chosen on valid); feature normalisation "
+                 f"`{mode}`{scope}; seed {cfg.seed}; {seconds:.0f} s. SI = speaker independent, SD = speaker dependent.")  # fmt: skip
     lines.append("")
     if results["corpora"] and not cfg.regression:
         header = ["corpus", "language", "protocol", "SI/SD", "utterances", "classes", "UA % [95% CI]", "WA %", "macro-F1 %",
@@ -689,7 +737,7 @@ def _empty_results() -> dict[str, Any]:
     return {"corpora": [], "few_shot": [], "layers": {}, "chosen": {}, "job_files": []}
 
 
-def _evaluate(cfg: BenchmarkConfig, base: dict[str, Any], X: np.ndarray, manifest: pd.DataFrame, out: Path, *,
+def _evaluate(cfg: BenchmarkConfig, base: dict[str, Any], X: dict[str, Any], manifest: pd.DataFrame, out: Path, *,
               progress: bool) -> tuple[dict[str, Any], dict[str, int], list[str]]:  # fmt: skip
     """Splits, jobs (cached) and scores of one target; the notes name the folds not scored."""
     counts = {"total": 0, "reused": 0, "computed": 0, "skipped": 0}
@@ -703,12 +751,16 @@ def _evaluate(cfg: BenchmarkConfig, base: dict[str, Any], X: np.ndarray, manifes
     return results, counts, [j["skipped"] for j in jobs if "skipped" in j]
 
 
-def _check_layers(cfg: BenchmarkConfig, X: np.ndarray) -> None:
-    if cfg.layers in ("select", "all") or X.size == 0:
+def _check_layers(cfg: BenchmarkConfig, streams: dict[str, Any]) -> None:
+    """A layer index must exist in every layered stream (with none, only layer 0 exists)."""
+    if cfg.layers in ("select", "all"):
         return
-    n = X.shape[1]
-    if not -n <= int(cfg.layers) < n:
-        raise ConfigError(f"layers {cfg.layers}: out of range; {cfg.features} has {n} layers, 0..{n - 1}")
+    pooled = {k: X for k, X in streams.items() if not isinstance(X, Frames) and X.ndim == 3 and len(X)}
+    layered = {k: X for k, X in pooled.items() if X.shape[1] > 1} or pooled
+    for name, X in layered.items():
+        n = X.shape[1]
+        if not -n <= int(cfg.layers) < n:
+            raise ConfigError(f"layers {cfg.layers}: out of range; {name} has {n} layers, 0..{n - 1}")
 
 
 def _own_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -732,7 +784,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, A
     """
     start = time.perf_counter()
     cfg = _checked(cfg).resolved()
-    extractor = _check(cfg)
+    extractors = _check(cfg)
     out = Path(cfg.output)
     import yaml
 
@@ -745,17 +797,17 @@ def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, A
         without = _without_categories(cfg, manifest)
         on_intensity = manifest["corpus"].isin(without).to_numpy()
         keep = (_scorable(cfg.target, manifest) & ~on_intensity) | (_scorable("intensity", manifest) & on_intensity)
-        X, manifest, left_out = _features(cfg, extractor, manifest[keep].reset_index(drop=True), progress=progress)
+        X, manifest, left_out = _features(cfg, extractors, manifest[keep].reset_index(drop=True), progress=progress)
         _check_layers(cfg, X)
         notes += left_out
-        base = _job_base(cfg, extractor)
+        base = _job_base(cfg, extractors)
         main = ~manifest["corpus"].isin(without).to_numpy()
-        results, counts, skipped = _evaluate(cfg, base, X[main], manifest[main].reset_index(drop=True), out,
+        results, counts, skipped = _evaluate(cfg, base, _take(X, np.flatnonzero(main)), manifest[main].reset_index(drop=True), out,
                                              progress=progress)  # fmt: skip
         notes += skipped
         if without:  # e.g. BAVED: no categories, so its intensity levels are the classes
             sub = dataclasses.replace(cfg, target="intensity", only_corpora=tuple(without))
-            extra, more, skipped = _evaluate(sub, _job_base(sub, extractor), X[~main],
+            extra, more, skipped = _evaluate(sub, _job_base(sub, extractors), _take(X, np.flatnonzero(~main)),
                                              manifest[~main].reset_index(drop=True), out, progress=progress)  # fmt: skip
             for r in extra["corpora"]:
                 r["corpus"] = f"{r['corpus']} (intensity)"

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Literal, TypeVar
 
 from emolingua.errors import ConfigError, InputFileError
 
-__all__ = ["fingerprint", "load_config", "parse_override", "read_config_file", "runtime", "to_dict"]
+__all__ = ["build_config", "fingerprint", "load_config", "parse_override", "read_config_file", "runtime", "to_dict"]
 
 T = TypeVar("T")
 
@@ -276,6 +276,14 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, *, override
         return where_file
 
     return _build(cls, data, where=where)
+
+
+def build_config(cls: type[T], values: dict[str, Any], *, what: str) -> T:
+    """A checked ``cls`` from keyword values (a model's or an extractor's options), errors prefixed by ``what``.
+
+    >>> build_config(LinearConfig, {"C": [0.1, 1]}, what="logreg")     # doctest: +SKIP
+    """
+    return _build(cls, dict(values), where=lambda key: what)
 
 
 # ---------------------------------------------------------------------------- output
