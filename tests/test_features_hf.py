@@ -89,6 +89,12 @@ def test_shapes_streams_and_batching(models, name):
     np.testing.assert_allclose(single[2].pooled, _reference(models[name], CLIPS[2]), atol=1e-5)
 
 
+def test_a_thread_cap_is_undone_after_extraction(models):
+    before = torch.get_num_threads()
+    get_extractor(f"hf:{models['wav2vec2-group']}", threads=1).extract(CLIPS[:1])
+    assert torch.get_num_threads() == before  # the caller's setting, not the extractor's
+
+
 def test_groups_follow_the_batching_rule(models):
     lengths = [400, 800, 800, 1200]
     group_norm = get_extractor(f"hf:{models['wav2vec2-group']}", precision="fp32")

@@ -159,7 +159,7 @@ def _fails_if_loaded(self):
         ({"frame_layers": ["x"]}, r"frame_layers=\['x'\]: expected a list of integers"),
         ({"precision": "fp16"}, r"whisper-base option precision='fp16': must be auto, bf16, fp32, int8"),
         ({"batch_frames": 0}, r"batch_frames=0: must be >= 1"),
-        ({"threads": 1.5}, r"threads=1.5: expected an integer or null"),
+        ({"threads": 1.5}, r"threads=1.5: expected an integer or nothing"),
     ],
 )
 def test_bad_options_fail_when_read(monkeypatch, options, message):

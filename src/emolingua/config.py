@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Literal, TypeVar
 
 from emolingua.errors import ConfigError, InputFileError
 
-__all__ = ["build_config", "fingerprint", "load_config", "parse_override", "read_config_file", "runtime", "to_dict"]
+__all__ = ["build_config", "check_value", "fingerprint", "load_config", "parse_override", "read_config_file", "runtime", "to_dict"]
 
 T = TypeVar("T")
 
@@ -190,6 +190,18 @@ def _fit(value: Any, tp: Any) -> tuple[bool, Any]:
     if isinstance(tp, type):
         return isinstance(value, tp), value
     return True, value  # an annotation this checker does not know: the config's own business
+
+
+def check_value(what: str, value: Any, tp: Any) -> Any:
+    """``value`` if it has the type ``tp`` (lists become tuples for tuple fields), else one-line ConfigError.
+
+    >>> check_value("mfcc option frame_stride", "abc", int)     # doctest: +SKIP
+    ConfigError: mfcc option frame_stride='abc': expected an integer, got str
+    """
+    ok, fitted = _fit(value, tp)
+    if not ok:
+        raise ConfigError(f"{what}={value!r}: expected {_describe(tp)}, got {type(value).__name__}")
+    return fitted
 
 
 def _build(cls: type[T], data: dict[str, Any], *, where: Callable[[str], str], prefix: str = "") -> T:

@@ -35,6 +35,7 @@ import numpy as np
 
 from emolingua.errors import ConfigError
 from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, pool_frames
+from emolingua.system import limited_threads
 
 __all__ = [
     "CompareExtractor",
@@ -332,16 +333,11 @@ class Ge2eExtractor(FeatureExtractor):
         out: list[Features] = []
         # the LSTM's many small steps gain little from threads and crawl when a core is busy
         # (OpenMP waits at every step): one thread unless ``threads`` asks for more
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.config.threads or 1)
-        try:
+        with limited_threads(self.config.threads or 1), torch.inference_mode():
             for i, clip in enumerate(clips):
                 wav = self.preprocess(_as_clip(clip, i, self.name))
-                with torch.inference_mode():
-                    emb = encoder.embed_utterance(wav, rate=self.config.rate, min_coverage=self.config.min_coverage)
+                emb = encoder.embed_utterance(wav, rate=self.config.rate, min_coverage=self.config.min_coverage)
                 out.append(Features(pooled=np.asarray(emb, dtype=np.float32)[None, :]))
-        finally:
-            torch.set_num_threads(previous)
         return out
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from emolingua.config import runtime  # re-exported: extractors mark threads and batch sizes with it
+from emolingua.config import check_value, runtime  # runtime is re-exported: extractors mark threads and batch sizes with it
 from emolingua.errors import ConfigError, UnknownNameError
 from emolingua.registry import Registry
 
@@ -106,7 +105,7 @@ class FeatureExtractor(ABC):
             raise ConfigError(f"{self.spec}: unknown option{'s' * (len(unknown) > 1)} {', '.join(unknown)}; "
                               f"known options: {', '.join(sorted(fields))}")  # fmt: skip
         hints = typing.get_type_hints(self.Config)
-        checked = {key: _checked(f"{self.spec} option {key}", value, hints[key]) for key, value in options.items()}
+        checked = {key: check_value(f"{self.spec} option {key}", value, hints[key]) for key, value in options.items()}
         try:
             self.config = self.Config(**checked)
         except ConfigError as exc:  # the config does not know which extractor it belongs to
@@ -156,44 +155,6 @@ def check_layers(option: str, layers: Sequence[int], n_states: int, *, who: str)
     if bad:
         raise ConfigError(f"{who} option {option}={list(layers)}: layer {bad[0]} is out of range; "
                           f"valid layers are 0..{n_states - 1} ({n_states} hidden states)")  # fmt: skip
-
-
-def _checked(what: str, value: Any, hint: Any) -> Any:
-    """``value`` if it fits the type ``hint`` (lists become tuples), else :class:`ConfigError`."""
-    ok, value = _fits(value, hint)
-    if not ok:
-        raise ConfigError(f"{what}={value!r}: expected {_describe(hint)}, got {type(value).__name__}")
-    return value
-
-
-def _fits(value: Any, hint: Any) -> tuple[bool, Any]:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            ok, fitted = (value is None, None) if arg is type(None) else _fits(value, arg)
-            if ok:
-                return True, fitted
-        return False, value
-    if origin is tuple:  # tuple[X, ...]; a single X stands for a tuple of one
-        items = list(value) if isinstance(value, (list, tuple)) else [value]
-        fitted = [_fits(v, args[0]) for v in items]
-        return (True, tuple(v for _, v in fitted)) if all(ok for ok, _ in fitted) else (False, value)
-    if hint is float:  # an integer is a fine float; it is not converted, so fingerprints stay as they were
-        return isinstance(value, (int, float)) and not isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint in (bool, str):
-        return isinstance(value, hint), value
-    return True, value  # anything else is the config's own business
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        return "a list of " + {int: "integers", float: "numbers", str: "texts"}.get(args[0], str(args[0]))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
 
 
 def extractor_names() -> list[str]:

@@ -58,6 +58,7 @@ import torch
 
 from emolingua.errors import ConfigError, InputFileError, NotAvailableError
 from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, check_layers, runtime
+from emolingua.system import limited_threads
 
 __all__ = ["HFConfig", "HFExtractor", "MASK_BATCHING_MODEL_TYPES", "hub_reachable", "layer_features",
            "load_pretrained", "model_config", "model_folder", "quiet_loading"]  # fmt: skip
@@ -376,9 +377,11 @@ class HFExtractor(FeatureExtractor):
 
     # -- the public call ----------------------------------------------------------------------------
     def extract(self, clips: Sequence[np.ndarray]) -> list[Features]:
+        with limited_threads(self.config.threads):  # the caller's thread count is left as it was
+            return self._extract(clips)
+
+    def _extract(self, clips: Sequence[np.ndarray]) -> list[Features]:
         cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         if len(clips) == 0:
             return []
         self._load()

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from emolingua.errors import ConfigError
 from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, check_layers, runtime
 from emolingua.features.hf import layer_features, load_pretrained, model_config, model_folder, quiet_loading
+from emolingua.system import limited_threads
 
 __all__ = ["WhisperBase", "WhisperConfig", "WhisperExtractor", "default_precision", "log_mel"]
 
@@ -230,9 +231,11 @@ class WhisperExtractor(FeatureExtractor):
 
     # -- the public call --------------------------------------------------------------------------
     def extract(self, clips: Sequence[np.ndarray]) -> list[Features]:
+        with limited_threads(self.config.threads):  # the caller's thread count is left as it was
+            return self._extract(clips)
+
+    def _extract(self, clips: Sequence[np.ndarray]) -> list[Features]:
         cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         self._load()
         assert self._filters is not None
         # windows of at most 30 s, each encoded as one sequence: (clip index, log-mel, valid mel frames)

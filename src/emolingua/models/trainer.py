@@ -32,6 +32,7 @@ from torch import Tensor
 from emolingua.errors import ConfigError, NotAvailableError
 from emolingua.fileio import atomic_write
 from emolingua.models.module import Batch, SERModule
+from emolingua.system import limited_threads
 
 __all__ = ["Checkpointer", "TrainConfig", "Trainer"]
 
@@ -191,18 +192,15 @@ class Trainer:
     @contextlib.contextmanager
     def _isolated(self, device: torch.device) -> Iterator[None]:
         """Seeded global RNG, threads and determinism for the run; the caller's are restored after."""
-        threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+        deterministic = torch.are_deterministic_algorithms_enabled()
         devices = [device.index or 0] if device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=devices), limited_threads(self.config.threads):
                 torch.manual_seed(self.config.seed)
-                if self.config.threads:
-                    torch.set_num_threads(self.config.threads)
                 if device.type == "cpu":
                     torch.use_deterministic_algorithms(True)
                 yield
         finally:
-            torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(deterministic)
 
     # -- the loop ---------------------------------------------------------------------------
