@@ -74,3 +74,17 @@ def test_splits_make(tmp_path, tone):
     assert splits["fold"].nunique() == 6 and set(splits["role"]) == {"train", "valid", "test"}
     bad = runner.invoke(app, ["splits", "make", str(manifest), "--protocol", "nope", "--output", str(out)])
     assert bad.exit_code == 2 and "loso" in bad.output
+
+
+def test_option_flags_read_values_as_set_does_and_nest_dotted_keys():
+    from emolingua.cli import _parse_options
+
+    got = _parse_options(["train.lr=3e-4", "train.epochs=5", "hidden=16", "layers=[2, 3]", "precision=fp32"])
+    assert got == {"train": {"lr": 3e-4, "epochs": 5}, "hidden": 16, "layers": [2, 3], "precision": "fp32"}
+
+
+def test_a_misspelt_nested_model_option_fails_before_any_work(tmp_path):
+    result = runner.invoke(app, ["benchmark", "--corpora", str(tmp_path), "--output", str(tmp_path / "out"),
+                                 "--model", "mlp", "-s", "model_options.train.lrr=0.1"])  # fmt: skip
+    assert result.exit_code == 2 and "train.lrr" in result.output and "known" in result.output
+    assert not (tmp_path / "out").exists()

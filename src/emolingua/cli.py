@@ -27,6 +27,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from emolingua import __version__
+from emolingua.config import parse_override
 from emolingua.errors import ConfigError, EmolinguaError, InputFileError
 
 _debug = {"on": False}
@@ -261,16 +262,18 @@ def _at_least(low: float, **values: float | None) -> None:
 
 
 def _parse_options(pairs: list[str] | None) -> dict[str, object]:
-    """``key=value`` pairs; values are read as JSON when they parse (numbers, lists), else as text."""
+    """``key=value`` pairs read as ``-s`` reads them (YAML scalars and lists: ``3e-4``, ``[1, 2]``, ``fp32``);
+    a dotted key (``train.lr=3e-4``) sets a nested option."""
     options: dict[str, object] = {}
     for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"option {pair!r} is not key=value")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+        key, value = parse_override(pair)
+        *parents, last = key.split(".")
+        node = options
+        for part in parents:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+            if not isinstance(node, dict):
+                raise ConfigError(f"option {pair!r}: {part} was given a value and nested options both")
+        node[last] = value
     return options
 
 
