@@ -375,3 +375,48 @@ def test_a_fold_job_runs_within_its_thread_share(tree, tmp_path, monkeypatch):
     run_benchmark(_cfg(tree, tmp_path, protocol="speaker-kfold:2", only_corpora=("emodb",), threads=1, **FAST),
                   progress=False)  # fmt: skip
     assert seen and max(seen) == 1
+
+
+class _FrameMeanNet(__import__("emolingua.models.probes", fromlist=["MLPNet"]).MLPNet):
+    """Mean of each frame stream's valid frames, then the MLP head: a model that needs frames."""
+
+    def __init__(self, *, input_shapes, n_classes, hidden=32, dropout=0.0, class_weight=None, **_):
+        super().__init__(input_shapes={k: (v[-1],) for k, v in input_shapes.items()}, n_classes=n_classes,
+                         hidden=hidden, dropout=dropout, class_weight=class_weight)  # fmt: skip
+
+    def forward(self, batch):
+        parts = []
+        for k in self.names:
+            x = batch.streams[k]
+            if k in batch.lengths:
+                mask = batch.frame_mask(k).unsqueeze(-1).float()
+                x = (x * mask).sum(1) / mask.sum(1).clamp(min=1)
+            parts.append(x.flatten(1))
+        import torch
+
+        return {"logits": self.head(torch.cat(parts, dim=1))}
+
+
+def test_any_registered_model_runs_multi_stream_and_frame_models_included(tree, tmp_path):
+    """The benchmark knows no model by name: a plugin reading frames and two extractors' streams runs."""
+    from emolingua.models import TorchModel
+    from emolingua.models.contract import _REGISTRY
+
+    class FrameMean(TorchModel):
+        """``test-frame-mean``: mean of the valid frames of each frame stream, then an MLP."""
+
+        name = "test-frame-mean"
+        Net = _FrameMeanNet
+        uses_frames = True
+
+    try:
+        cfg = dataclasses.replace(_cfg(tree, tmp_path, protocol="loso", model="test-frame-mean", only_corpora=("emodb",),
+                                       model_options={"hidden": 16, "train": {"epochs": 15}}),
+                                  features="mfcc,logmel", feature_options={"mfcc": {"frames": True}})  # fmt: skip
+        res = run_benchmark(cfg, progress=False)
+        ua = {r["corpus"]: r["ua"] for r in res["corpora"]}
+        assert ua["emodb"] > 0.5, res["notes"]
+        with pytest.raises(Exception, match="reads frame sequences"):
+            run_benchmark(dataclasses.replace(cfg, feature_options={}), progress=False)
+    finally:
+        _REGISTRY.pop("test-frame-mean")

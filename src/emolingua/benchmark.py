@@ -259,9 +259,9 @@ def _check(cfg: BenchmarkConfig) -> list[FeatureExtractor]:
         extractor = get_extractor(spec, **options)  # raises ConfigError for a bad name or option
         extractor.fingerprint()  # resolves a hub model's identity now: offline, that is the error to report
         extractors.append(extractor)
-    if model.uses_frames and not any(getattr(e.config, "frame_layers", None) for e in extractors):
-        raise ConfigError(f"model {cfg.model!r} reads frame sequences; keep some with "
-                          "feature_options.frame_layers (e.g. -s feature_options.frame_layers=[6])")  # fmt: skip
+    if model.uses_frames and not any(e.keeps_frames for e in extractors):
+        raise ConfigError(f"model {cfg.model!r} reads frame sequences; keep some with the extractor's option "
+                          "(e.g. -s feature_options.frame_layers=[6] for whisper, frames=true for mfcc)")  # fmt: skip
     return extractors
 
 

@@ -134,6 +134,11 @@ class FeatureExtractor(ABC):
         """Extra identity of loaded weights (e.g. a checksum); subclasses may override."""
         return {}
 
+    @property
+    def keeps_frames(self) -> bool:
+        """Whether ``extract`` returns frame sequences (``frames=True`` or some ``frame_layers``)."""
+        return bool(getattr(self.config, "frames", False) or getattr(self.config, "frame_layers", ()))
+
     def fingerprint(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
