@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-import hashlib
+import functools
 import importlib
 import importlib.util
 import warnings
@@ -35,6 +35,7 @@ import numpy as np
 
 from emolingua.errors import ConfigError
 from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, pool_frames
+from emolingua.fileio import file_sha256
 from emolingua.system import limited_threads
 
 __all__ = [
@@ -341,22 +342,14 @@ class Ge2eExtractor(FeatureExtractor):
         return out
 
 
+@functools.cache  # fingerprints are asked for often; the weights file is 17 MB
 def _resemblyzer_weights_sha256() -> str:
     spec = importlib.util.find_spec("resemblyzer")  # finds the package without running its imports
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"extractor 'ge2e' needs resemblyzer; install it with: {INSTALL_HINTS['speaker']}",
                           name="resemblyzer")  # fmt: skip
     weights = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
-    return _sha256(str(weights))
-
-
-_SHA_CACHE: dict[str, str] = {}
-
-
-def _sha256(path: str) -> str:
-    if path not in _SHA_CACHE:
-        _SHA_CACHE[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return _SHA_CACHE[path]
+    return file_sha256(weights)
 
 
 # -- openSMILE functionals ---------------------------------------------------------------------------

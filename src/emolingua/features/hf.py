@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import os
@@ -58,6 +57,7 @@ import torch
 
 from emolingua.errors import ConfigError, InputFileError, NotAvailableError
 from emolingua.features.base import ExtractorConfig, FeatureExtractor, Features, check_layers, runtime
+from emolingua.fileio import file_sha256
 from emolingua.system import limited_threads
 
 __all__ = ["HFConfig", "HFExtractor", "MASK_BATCHING_MODEL_TYPES", "hub_reachable", "layer_features",
@@ -505,11 +505,7 @@ def _sha256(path: Path) -> str:
     st = real.stat()
     key = (str(real), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(real, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
+        _HASH_CACHE[key] = file_sha256(real)
     return _HASH_CACHE[key]
 
 

