@@ -137,3 +137,12 @@ def test_options_round_trip_and_a_misspelt_option_is_refused(name):
     assert get_model(name, **model.options()).config == model.config
     with pytest.raises(ValueError, match="unknown config keys"):
         get_model(name, not_an_option=1)
+
+
+def test_runtime_settings_never_enter_a_model_fingerprint():
+    from emolingua.config import fingerprint
+
+    a = get_model("mlp", threads=1, train={"threads": 1, "device": "cpu"}, checkpoint_dir="/tmp/x")
+    b = get_model("mlp")
+    assert fingerprint(a.config) == fingerprint(b.config)
+    assert fingerprint(get_model("mlp", train={"lr": 3e-4}).config) != fingerprint(b.config)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
+from emolingua.config import runtime
 from emolingua.errors import ConfigError, NotAvailableError
 from emolingua.fileio import atomic_write
 from emolingua.models.module import Batch, SERModule
@@ -70,8 +71,8 @@ class TrainConfig:
     monitor: str = "loss"
     mode: str = "min"
     seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
+    device: str = runtime("auto")
+    threads: int | None = runtime(None)
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -90,7 +91,7 @@ class TrainConfig:
 
     def learned(self) -> dict[str, Any]:
         """The fields that change what is learned (runtime settings left out): a checkpoint's identity."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("device", "threads")}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
 
 
 def _device(choice: str) -> torch.device:
