@@ -107,11 +107,14 @@ def test_one_utterance_alone_or_in_a_batch_of_30_gives_the_same_output(name, dat
 
 @pytest.mark.parametrize("name", model_names())
 def test_a_language_unseen_in_training_is_predicted(name, data, fitted):
-    """The defined behaviour: the model's language-independent parts predict it (no error, no NaN)."""
+    """Defined per model (language-independent parts, or a universal head): an answer, never an error or NaN."""
     unseen = rows(12, seed=4, language="sw", corpus="new")
     out = outputs(fitted[name], unseen)
-    assert np.isfinite(out).all()
-    np.testing.assert_allclose(out, outputs(fitted[name], rows(12, seed=4)), atol=1e-6)  # same audio, same answer
+    assert np.isfinite(out).all() and len(out) == 12
+    if fitted[name].task == "classification":
+        assert np.allclose(out.sum(axis=1), 1.0)
+    if name in ("logreg", "linear-svm", "ridge", "mlp", "layer-weights"):  # they ignore the language
+        np.testing.assert_allclose(out, outputs(fitted[name], rows(12, seed=4)), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -56,9 +56,22 @@ class TorchModel(Model):
     Net: ClassVar[type[SERModule]]
     quick_options: ClassVar[dict[str, Any]] = {"hidden": 32, "train": {"epochs": 30, "patience": 30, "lr": 3e-3}}
 
+    #: the valid metric that stops training early and picks the epoch kept (a key of :meth:`valid_metrics`)
+    monitor: ClassVar[str] = "ua"
+
     def net_options(self) -> dict[str, Any]:
-        """The net's keyword options besides its input shapes and class count (JSON-able)."""
+        """The net's keyword options besides its input shapes and class count (JSON-able); called in
+        ``fit`` after ``classes_``, ``label_sets_`` and ``languages_`` are known."""
         return {"hidden": self.config.hidden, "dropout": self.config.dropout}
+
+    def train_config(self) -> TrainConfig:
+        """How this fit is trained: ``config.train`` (a subclass may adapt it to the data, e.g. the lr)."""
+        return self.config.train
+
+    def valid_metrics(self, predicted: np.ndarray, valid: Prepared) -> dict[str, float]:
+        """Valid metrics of predicted class indices: ``ua`` by default."""
+        assert self.classes_ is not None
+        return {"ua": unweighted_accuracy(valid.y, self.classes_[predicted])}
 
     def _batch(self, data: Prepared) -> Batch:
         assert self.target_ is not None and self.classes_ is not None
@@ -78,20 +91,19 @@ class TorchModel(Model):
         self.net_meta_ = {"input_shapes": {k: list(v.shape[1:]) for k, v in sorted(train.streams.items())},
                           "n_classes": n_classes, "n_languages": len(self.languages_) + 1,
                           "class_weight": class_weight, **self.net_options()}  # fmt: skip
-        monitor = {"monitor": "ua", "mode": "max"} if valid is not None else {"monitor": "loss", "mode": "min"}
-        train_cfg = dataclasses.replace(cfg.train, seed=cfg.seed, threads=cfg.threads, **monitor)
+        monitor = {"monitor": self.monitor, "mode": "max"} if valid is not None else {"monitor": "loss", "mode": "min"}
+        train_cfg = dataclasses.replace(self.train_config(), seed=cfg.seed, threads=cfg.threads, **monitor)
         with torch.random.fork_rng(devices=[]):  # the net's initial weights come from the model's seed
             torch.manual_seed(cfg.seed)
             net = self.Net(**self.net_meta_)
         evaluate: Callable[[SERModule], dict[str, float]] | None = None
         if valid is not None:
-            valid_batch, truth, classes = self._batch(valid), valid.y, self.classes_
+            valid_batch = self._batch(valid)
 
-            def valid_ua(module: SERModule) -> dict[str, float]:
-                pred = module(valid_batch)["logits"].argmax(dim=1).numpy()
-                return {"ua": unweighted_accuracy(truth, classes[pred])}
+            def on_valid(module: SERModule) -> dict[str, float]:
+                return self.valid_metrics(module(valid_batch)["logits"].argmax(dim=1).numpy(), valid)
 
-            evaluate = valid_ua
+            evaluate = on_valid
 
         self.net_ = Trainer(train_cfg).fit(net, train=self._batch(train), evaluate=evaluate,
                                            checkpoint_dir=cfg.checkpoint_dir)  # fmt: skip

@@ -1,0 +1,460 @@
+"""Multilingual SER with per-language multi-gating, architecture search and a contrastive loss.
+
+Wang, Meng, Lan, Zhang, Guo, Gupta (2022), "Multilingual Speech Emotion Recognition With
+Multi-Gating Mechanism And Neural Architecture Search" (arXiv 2211.08237), on emolingua's
+streams; the facts used are in ``../shared/reference/methods.md`` section 1.
+
+The net, in the order data flows:
+
+- **experts**, shared by all languages: a :class:`SequenceExpert` per frame stream (Conv1d k3
+  + Conv1d k5 summed, a masked batch-first BiLSTM, attention pooling whose query is the last
+  valid frame's state) and an :class:`Adaptor` per utterance-vector stream; each gives 256-d;
+- **architecture search**: a :class:`HardConcreteMask` over a 256x256 map applied to each
+  sequence expert's vector, one per language (the paper), one shared (the reference code) or
+  none, with an optional expected-L0 penalty;
+- **gates**, one per language: an MLP (d -> 128 -> 64 -> 32 -> K) with a softmax over the K
+  streams, fed by an utterance vector (GE2E by default); the fused vector is the gated sum of
+  the streams concatenated with the gated speaker vector (``gate="none"``: equal weights, the
+  language-specific model's plain sum);
+- **towers**, one per language with its own label set: a BatchNorm MLP; the contrastive
+  auxiliary loss (:func:`class_contrastive_loss`) on each tower's penultimate features.
+
+A language never seen in training (the mission's low-resource case; the paper gives no
+answer) goes through a **universal gate and tower**, trained alongside the per-language ones
+on every label: each training batch is, with probability ``language_dropout``, routed to the
+universal gate and tower instead of its language's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from emolingua.errors import ConfigError
+from emolingua.metrics import unweighted_accuracy
+from emolingua.models.contract import Prepared
+from emolingua.models.data import Dataset, Frames
+from emolingua.models.module import Batch, SERModule
+from emolingua.models.torch_model import TorchConfig, TorchModel
+from emolingua.models.trainer import TrainConfig
+
+__all__ = ["Adaptor", "HardConcreteMask", "MultiGate", "MultiGateConfig", "MultiGateLS", "MultiGateNet", "SequenceExpert",
+           "class_contrastive_loss"]
+
+D = 256
+
+
+class SequenceExpert(nn.Module):
+    """(N, T, d_in) frames with their lengths -> (N, 256): convolutions, a BiLSTM, attention pooling.
+
+    Padded frames are zero before the convolutions (as "same" padding of the sequence alone
+    would be), the LSTM is packed, and attention never looks at padding: a row gives the same
+    vector alone or in a batch of any lengths.
+    """
+
+    def __init__(self, d_in: int, d: int = D) -> None:
+        super().__init__()
+        self.conv3 = nn.Conv1d(d_in, d, kernel_size=3, padding=1)
+        self.conv5 = nn.Conv1d(d_in, d, kernel_size=5, padding=2)
+        self.lstm = nn.LSTM(d, d // 2, batch_first=True, bidirectional=True)
+        self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        steps = torch.arange(x.shape[1], device=x.device)
+        valid = steps[None, :] < lengths[:, None]  # (N, T)
+        x = x * valid[..., None]
+        h = (self.conv3(x.transpose(1, 2)) + self.conv5(x.transpose(1, 2))).transpose(1, 2)
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        last = out[torch.arange(len(out), device=x.device), (lengths - 1).clamp(min=0)]
+        scores = (self.key(out) @ self.query(last).unsqueeze(-1)).squeeze(-1) / math.sqrt(out.shape[-1])
+        weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=1)
+        return (weights.unsqueeze(-1) * self.value(out)).sum(dim=1)
+
+
+class Adaptor(nn.Module):
+    """An utterance vector -> 256-d (Linear, ReLU, Linear), as the paper's BYOL-S adaptor."""
+
+    def __init__(self, d_in: int, d: int = D, hidden: int = 512) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x.flatten(1))
+
+
+class HardConcreteMask(nn.Module):
+    """A hard-concrete (Louizos et al. 2018; sub-network routing) mask over a ``(d, d)`` map.
+
+    Training: ``s = sigmoid((log u - log(1-u) + log_alpha) / beta)`` with fresh uniform noise
+    ``u``; evaluation: ``s = sigmoid(log_alpha)`` (deterministic); then
+    ``z = clamp(s * (zeta - gamma) + gamma, 0, 1)``. The output is ``h @ (z * W)``.
+    """
+
+    def __init__(self, d: int = D, *, beta: float = 0.9, gamma: float = -0.1, zeta: float = 2.0) -> None:
+        super().__init__()
+        self.beta, self.gamma, self.zeta = beta, gamma, zeta
+        self.log_alpha = nn.Parameter(torch.full((d, d), 2.0))  # starts mostly open: z ~ 1
+        self.weight = nn.Parameter(torch.empty(d, d))
+        nn.init.xavier_uniform_(self.weight)
+
+    def gates(self) -> Tensor:
+        if self.training:
+            u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
+            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta)
+        else:
+            s = torch.sigmoid(self.log_alpha)
+        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def expected_l0(self) -> Tensor:
+        """The expected fraction of open entries (differentiable): the sparsity penalty."""
+        return torch.sigmoid(self.log_alpha - self.beta * math.log(-self.gamma / self.zeta)).mean()
+
+    def density(self) -> float:
+        """The fraction of entries open (z > 0) at evaluation."""
+        with torch.no_grad():
+            s = torch.sigmoid(self.log_alpha)
+            return float(((s * (self.zeta - self.gamma) + self.gamma) > 0).float().mean())
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h @ (self.gates() * self.weight)
+
+
+def class_contrastive_loss(features: Tensor, labels: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """The GE2E softmax loss with emotion classes in place of speakers (Wan et al. 2018).
+
+    Class centroids of the L2-normalised features; a sample's own class uses the centroid of
+    the *other* samples of that class (leave one out); ``S = w * cos + b``; the loss is the mean
+    over samples of ``-S_own + logsumexp_k S_k``. Samples alone in their class in the batch
+    have no leave-one-out centroid and are left out; with fewer than two classes, zero.
+    """
+    e = nn.functional.normalize(features, dim=1)
+    classes, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    keep = counts[index] > 1
+    if len(classes) < 2 or not bool(keep.any()):
+        return features.sum() * 0.0
+    sums = torch.zeros(len(classes), e.shape[1], dtype=e.dtype, device=e.device).index_add_(0, index, e)
+    centroids = nn.functional.normalize(sums / counts[:, None], dim=1)
+    own = nn.functional.normalize((sums[index] - e) / (counts[index] - 1).clamp(min=1)[:, None], dim=1)
+    cos = e @ centroids.T  # (N, classes)
+    cos = cos.scatter(1, index[:, None], (e * own).sum(dim=1, keepdim=True))  # own class: leave one out
+    s = w * cos + b
+    loss = -s.gather(1, index[:, None]).squeeze(1) + torch.logsumexp(s, dim=1)
+    return loss[keep].mean()
+
+
+class _Gate(nn.Module):
+    def __init__(self, d_in: int, k: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d_in, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                                  nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, k))  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.body(x.flatten(1)), dim=1)
+
+
+class _Tower(nn.Module):
+    def __init__(self, d_in: int, n_classes: int, widths: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for w in widths:
+            layers += [nn.Linear(d_in, w), nn.BatchNorm1d(w), nn.ReLU()]
+            d_in = w
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(d_in, n_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.body(x)
+        return self.out(h), h
+
+
+UNIVERSAL = "*"
+
+
+class MultiGateNet(SERModule):
+    """The multi-domain model (``gate="mlp"``) or the language-specific one (``gate="none"``); see the module docstring.
+
+    ``label_sets`` maps each training language to its classes (indices into ``classes``, the
+    union); ``frame_streams`` / ``vector_streams`` name the inputs and ``speaker`` the
+    utterance vector that feeds the gates and is concatenated to the fused vector.
+    """
+
+    def __init__(self, *, input_shapes: dict[str, Sequence[int]], classes: Sequence[str],
+                 label_sets: dict[str, Sequence[str]], languages: Sequence[str], frame_streams: Sequence[str],
+                 vector_streams: Sequence[str], speaker: str | None, gate: str = "mlp", gate_input: str | None = None,
+                 mask: str = "per-language", l0: float = 0.0, alpha: float = 0.1, universal: bool = True,
+                 language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256),
+                 class_weight: Sequence[float] | None = None, **_: Any) -> None:  # fmt: skip
+        super().__init__()
+        self.classes = list(classes)
+        self.languages = list(languages)  # language id i + 1 is languages[i]; 0 is unseen
+        self.frame_streams, self.vector_streams = list(frame_streams), list(vector_streams)
+        self.speaker, self.gate_kind, self.mask_kind = speaker, gate, mask
+        self.gate_input = gate_input or speaker
+        self.l0, self.alpha, self.universal, self.language_dropout = l0, alpha, universal, language_dropout
+        self.experts = nn.ModuleDict({_key(s): SequenceExpert(int(input_shapes[s][-1])) for s in self.frame_streams})
+        self.adaptors = nn.ModuleDict({_key(s): Adaptor(_width(input_shapes[s])) for s in self.vector_streams})
+        heads = [*self.languages, *([UNIVERSAL] if universal else [])]
+        masks = {"per-language": heads, "shared": [UNIVERSAL], "none": []}[mask]
+        self.masks = nn.ModuleDict({_key(h): HardConcreteMask() for h in masks})
+        k = len(self.frame_streams) + len(self.vector_streams) + (1 if speaker else 0)
+        if gate == "mlp":
+            if self.gate_input is None:
+                raise ValueError("multigate: the gates need an utterance vector (gate_input or speaker)")
+            d_gate = _width(input_shapes[self.gate_input])
+            self.gates = nn.ModuleDict({_key(h): _Gate(d_gate, k) for h in heads})
+        self.speaker_adaptor = Adaptor(_width(input_shapes[speaker])) if speaker else None
+        d_fused = D * (2 if speaker else 1)
+        self.label_index = {h: [self.classes.index(c) for c in label_sets.get(h, self.classes)] for h in heads}
+        if universal:
+            self.label_index[UNIVERSAL] = list(range(len(self.classes)))
+        self.towers = nn.ModuleDict({_key(h): _Tower(d_fused, len(self.label_index[h]), tower) for h in heads})
+        self.sim = nn.ParameterDict({_key(h): nn.Parameter(torch.tensor([10.0, -5.0])) for h in heads})
+        weight = torch.tensor(class_weight, dtype=torch.float32) if class_weight else torch.ones(len(self.classes))
+        self.register_buffer("class_weight", weight)
+
+    # -- the parts --------------------------------------------------------------------------
+    def stream_vectors(self, batch: Batch, head: str) -> list[Tensor]:
+        """Each stream's 256-d vector (sequence experts through ``head``'s mask), in gate order."""
+        out = []
+        mask = self.masks[_key(head if self.mask_kind == "per-language" else UNIVERSAL)] if self.mask_kind != "none" else None
+        for s in self.frame_streams:
+            v = self.experts[_key(s)](batch.streams[s], batch.lengths[s])
+            out.append(mask(v) if mask is not None else v)
+        out += [self.adaptors[_key(s)](batch.streams[s]) for s in self.vector_streams]
+        if self.speaker_adaptor is not None:
+            out.append(self.speaker_adaptor(batch.streams[self.speaker]))
+        return out
+
+    def gate_weights(self, batch: Batch, head: str) -> Tensor:
+        """(N, K) weights over the streams (rows sum to one); equal weights without gates."""
+        k = len(self.frame_streams) + len(self.vector_streams) + (1 if self.speaker else 0)
+        if self.gate_kind != "mlp":
+            return torch.ones(len(batch), k, device=self.class_weight.device)
+        return self.gates[_key(head)](batch.streams[self.gate_input])
+
+    def heads_of(self, batch: Batch) -> list[tuple[str, Tensor]]:
+        """(head, row indices) groups: each row's language head, or the universal one."""
+        lang = batch.language_ids if batch.language_ids is not None else torch.zeros(len(batch), dtype=torch.long)
+        groups = []
+        for i in torch.unique(lang).tolist():
+            rows = torch.nonzero(lang == i).flatten()
+            head = self.languages[i - 1] if i > 0 and _key(self.languages[i - 1]) in self.towers else UNIVERSAL
+            if head == UNIVERSAL and not self.universal:
+                head = self.languages[0]  # no universal head: an unseen language uses the first tower
+            groups.append((head, rows))
+        return groups
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        n, c = len(batch), len(self.classes)
+        dev = self.class_weight.device
+        logits = torch.full((n, c), -1e4, device=dev)  # a class outside a row's label set never wins
+        features = torch.zeros(n, self.towers[next(iter(self.towers))].out.in_features, device=dev)
+        k = len(self.frame_streams) + len(self.vector_streams) + (1 if self.speaker else 0)
+        gates = torch.zeros(n, k, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        route_universal = (self.training and self.universal and self.language_dropout > 0
+                           and float(torch.rand(())) < self.language_dropout)  # fmt: skip
+        for head, rows in self.heads_of(batch):
+            head = UNIVERSAL if route_universal else head
+            if self.training and len(rows) < 2:  # batch norm cannot train on one row: left out of the loss
+                continue
+            part = batch.rows(rows) if len(rows) < n else batch
+            vectors = self.stream_vectors(part, head)
+            w = self.gate_weights(part, head)
+            if self.speaker:
+                fused = torch.cat([sum(w[:, j : j + 1] * v for j, v in enumerate(vectors[:-1])),
+                                   w[:, -1:] * vectors[-1]], dim=1)  # fmt: skip
+            else:
+                fused = sum(w[:, j : j + 1] * v for j, v in enumerate(vectors))
+            out, h = self.towers[_key(head)](fused)
+            logits[rows[:, None], torch.tensor(self.label_index[head], device=dev)[None, :]] = out
+            features[rows] = h
+            gates[rows] = w
+            done[rows] = True
+        return {"logits": logits, "features": features, "gates": gates, "done": done}
+
+    def losses(self, outputs: dict[str, Tensor], batch: Batch, epoch: int) -> dict[str, Tensor]:
+        keep = batch.mask("label") & outputs["done"]
+        y = batch.targets["label"]
+        terms = {"ce": nn.functional.cross_entropy(outputs["logits"][keep], y[keep], weight=self.class_weight)
+                 if bool(keep.any()) else outputs["logits"].sum() * 0.0}  # fmt: skip
+        if self.alpha > 0:
+            contrastive = outputs["logits"].sum() * 0.0
+            for head, rows in self.heads_of(batch):
+                rows = rows[keep[rows]]
+                if len(rows) > 2:
+                    w, b = self.sim[_key(head if _key(head) in self.sim else UNIVERSAL)]
+                    contrastive = contrastive + class_contrastive_loss(outputs["features"][rows], y[rows], w.clamp(min=1e-6), b)
+            terms["contrastive"] = self.alpha * contrastive
+        if self.l0 > 0 and len(self.masks):
+            terms["l0"] = self.l0 * torch.stack([m.expected_l0() for m in self.masks.values()]).mean()
+        return terms
+
+    def mask_density(self) -> dict[str, float]:
+        """Each mask's fraction of open entries at evaluation, by head."""
+        return {_unkey(k): m.density() for k, m in self.masks.items()}
+
+
+def _key(name: str) -> str:
+    """A ModuleDict key for a stream or language name (no dots allowed there)."""
+    return name.replace(".", "\u2024").replace("/", "\u2215")
+
+
+def _unkey(key: str) -> str:
+    return key.replace("\u2024", ".").replace("\u2215", "/")
+
+
+def _width(shape: Sequence[int]) -> int:
+    return int(math.prod(int(s) for s in shape))
+
+
+
+# ----------------------------------------------------------------------------- the estimators
+@dataclass(frozen=True)
+class MultiGateConfig(TorchConfig):
+    """Options of ``multigate`` (defaults as the reference trains; see the module docstring).
+
+    ``frame_streams`` / ``vector_streams``: the inputs (empty: every frame stream / every pooled
+    stream but the speaker's); ``speaker``: the utterance vector concatenated to the fused vector
+    (``"auto"``: a stream named ``ge2e`` if there is one; ``""``: none); ``gate_input``: what
+    feeds the gates (``"auto"``: the speaker vector, else the first utterance vector); ``gate``: ``mlp`` or ``none`` (equal weights);
+    ``mask``: ``per-language``, ``shared`` or ``none``; ``l0``: weight of the expected-L0 penalty;
+    ``alpha``: weight of the contrastive loss; ``universal`` and ``language_dropout``: the head for
+    unseen languages; ``frame_step``: keep every n-th stored frame (the stride, chosen on valid
+    when several are given).
+    """
+
+    frame_streams: tuple[str, ...] = ()
+    vector_streams: tuple[str, ...] = ()
+    speaker: str = "auto"
+    gate_input: str = "auto"
+    gate: str = "mlp"
+    mask: str = "per-language"
+    l0: float = 0.0
+    alpha: float = 0.1
+    universal: bool = True
+    language_dropout: float = 0.2
+    tower: tuple[int, ...] = (1024, 512, 256)
+    frame_step: tuple[int, ...] = (1,)
+    train: TrainConfig = TrainConfig(epochs=20, patience=20, lr=5e-4, weight_decay=1e-5, batch_size=32,
+                                     sampler="by-language")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, allowed in (("gate", ("mlp", "none")), ("mask", ("per-language", "shared", "none"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not self.frame_step or any(k < 1 for k in self.frame_step):
+            raise ConfigError(f"frame_step: expected whole numbers >= 1, got {list(self.frame_step)}")
+
+
+class MultiGate(TorchModel):
+    """``multigate``: Wang et al. 2022: shared experts, a gate, a searched mask and a tower per language.
+
+    >>> get_model("multigate", frame_streams=("whisper-base/layer6", "mfcc/mfcc")).fit(train, valid=valid)  # doctest: +SKIP
+    >>> m.gate_weights_(test)       # (N, K) weights over the streams       # doctest: +SKIP
+    """
+
+    name = "multigate"
+    Config = MultiGateConfig
+    config: MultiGateConfig
+    Net = MultiGateNet
+    uses_frames = True
+    monitor = "ua_sum"
+    quick_options: ClassVar[dict[str, Any]] = {"tower": [32], "train": {"epochs": 4, "patience": 4, "batch_size": 16}}
+
+    def search_grid(self, train: Dataset) -> list[dict[str, Any]]:
+        steps = self.config.frame_step
+        return [{"frame_step": (k,)} for k in steps] if len(steps) > 1 else [{}]
+
+    def _roles(self, data: Dataset) -> dict[str, Any]:
+        cfg = self.config
+        speaker = cfg.speaker
+        if speaker == "auto":
+            speaker = "ge2e" if "ge2e" in data.streams else ""
+        frames = list(cfg.frame_streams) or sorted(k for k, v in data.streams.items() if isinstance(v, Frames))
+        vectors = list(cfg.vector_streams) or sorted(k for k, v in data.streams.items()
+                                                     if not isinstance(v, Frames) and k != speaker)  # fmt: skip
+        gate_input = cfg.gate_input if cfg.gate_input != "auto" else (speaker or (vectors[0] if vectors else ""))
+        for name in [*frames, *vectors, *([speaker] if speaker else []), *([gate_input] if gate_input else [])]:
+            if name not in data.streams:
+                raise ConfigError(f"model {self.name}: no stream {name!r}; the rows have {', '.join(data.streams)}")
+        if cfg.gate == "mlp" and not gate_input:
+            raise ConfigError(f"model {self.name}: the gates need an utterance vector: give speaker= or gate_input=")
+        if not frames and not vectors:
+            raise ConfigError(f"model {self.name}: no input streams")
+        return {"frame_streams": frames, "vector_streams": vectors, "speaker": speaker or None,
+                "gate_input": gate_input or None}  # fmt: skip
+
+    def _stream_names(self, data: Dataset) -> list[str]:
+        roles = self._roles(data)
+        names = [*roles["frame_streams"], *roles["vector_streams"], roles["speaker"], roles["gate_input"]]
+        return sorted({n for n in names if n})
+
+    def _view(self, data: Dataset) -> dict[str, Any]:
+        viewed = super()._view(data)
+        step = self.config.frame_step[0]
+        if step > 1:  # a coarser frame rate: every step-th stored frame
+            viewed = {k: Frames.from_list([v[i][::step] for i in range(len(v))], dim=v.dim) if isinstance(v, Frames)
+                      else v for k, v in viewed.items()}  # fmt: skip
+        return viewed
+
+    def net_options(self) -> dict[str, Any]:
+        cfg = self.config
+        return {**self._roles_, "classes": self.classes_.tolist(), "label_sets": self.label_sets_,
+                "languages": list(self.languages_), "gate": cfg.gate, "mask": cfg.mask, "l0": cfg.l0,
+                "alpha": cfg.alpha, "universal": cfg.universal, "language_dropout": cfg.language_dropout,
+                "tower": list(cfg.tower)}  # fmt: skip
+
+    def train_config(self) -> TrainConfig:
+        # the reference divides the learning rate by the number of languages (one step per language batch)
+        return dataclasses.replace(self.config.train, lr=self.config.train.lr / max(1, len(self.languages_)))
+
+    def _fit(self, train: Prepared, valid: Prepared | None) -> None:
+        self._roles_ = self._roles(train.data)
+        super()._fit(train, valid)
+        self.mask_density_ = self.net_.mask_density()
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        super()._set_state(meta, arrays)
+        self.mask_density_ = self.net_.mask_density()
+
+    def valid_metrics(self, predicted: np.ndarray, valid: Prepared) -> dict[str, float]:
+        """``ua_sum``: the sum over languages of each language's UA (the reference's checkpoint rule), and ``ua``."""
+        assert self.classes_ is not None
+        pred = self.classes_[predicted]
+        lang = valid.data.language
+        per = {str(g): unweighted_accuracy(valid.y[lang == g], pred[lang == g]) for g in np.unique(lang)}
+        return {"ua_sum": float(sum(per.values())), "ua": unweighted_accuracy(valid.y, pred),
+                **{f"ua.{g}": v for g, v in per.items()}}  # fmt: skip
+
+    def gate_weights_(self, data: Dataset) -> np.ndarray:
+        """(N, K) gate weights of each row over the streams (frame streams, vector streams, speaker)."""
+        batch = self._batch(self._prepare(data, labels=False))
+        self.net_.eval()
+        with torch.no_grad():
+            return self.net_(batch)["gates"].numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class MultiGateLSConfig(MultiGateConfig):
+    """The language-specific model: no gates (the streams summed), no mask, no universal head."""
+
+    gate: str = "none"
+    mask: str = "none"
+    universal: bool = False
+
+
+class MultiGateLS(MultiGate):
+    """``multigate-ls``: the language-specific model of Wang et al. 2022 (experts summed, one tower)."""
+
+    name = "multigate-ls"
+    Config = MultiGateLSConfig
