@@ -1,0 +1,128 @@
+"""The parts of the multi-gating model (Wang et al. 2022), each against what it must compute."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from emolingua.models import Dataset, Frames, Model, get_model
+from emolingua.models.multigate import HardConcreteMask, SequenceExpert, class_contrastive_loss
+
+
+def test_the_hard_concrete_mask_is_deterministic_in_evaluation_and_has_a_gradient():
+    mask = HardConcreteMask(4, beta=0.9, gamma=-0.1, zeta=2.0)
+    with torch.no_grad():
+        mask.log_alpha.copy_(torch.tensor([[-10.0, 0.0, 0.5, 10.0]] * 4))
+    mask.eval()
+    z = mask.gates()
+    s = torch.sigmoid(torch.tensor([-10.0, 0.0, 0.5, 10.0]))
+    expected = (s * 2.1 - 0.1).clamp(0, 1)
+    assert torch.allclose(z[0], expected) and z[0, 0] == 0.0 and z[0, 3] == 1.0
+    assert torch.equal(mask.gates(), z)  # no noise in evaluation
+    assert mask.density() == 0.75
+    mask.train()
+    h = torch.randn(3, 4)
+    mask(h).sum().backward()
+    assert mask.log_alpha.grad is not None and mask.log_alpha.grad.abs().sum() > 0
+    assert mask.weight.grad is not None
+    # the expected-L0 penalty: sigmoid(log_alpha - beta * log(-gamma / zeta))
+    penalty = mask.expected_l0().detach()
+    assert math.isclose(float(penalty), float(torch.sigmoid(mask.log_alpha.detach() - 0.9 * math.log(0.1 / 2.0)).mean()), rel_tol=1e-6)
+
+
+def _by_hand(f: torch.Tensor, y: list[int], w: float, b: float) -> float:
+    """The GE2E softmax loss written out sample by sample, as Wan et al. define it."""
+    e = [v / v.norm() for v in f]
+    losses = []
+    for i, yi in enumerate(y):
+        if y.count(yi) < 2:
+            continue  # no leave-one-out centroid
+        s = []
+        for k in sorted(set(y)):
+            members = [e[j] for j in range(len(y)) if y[j] == k and j != i]
+            c = sum(members) / len(members)
+            s.append(w * float(e[i] @ (c / c.norm())) + b)
+        losses.append(-s[sorted(set(y)).index(yi)] + math.log(sum(math.exp(v) for v in s)))
+    return sum(losses) / len(losses)
+
+
+def test_the_class_contrastive_loss_matches_a_hand_computed_case():
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, -1.0], [0.2, 1.0]])
+    y = [0, 0, 1, 1, 0]
+    w, b = torch.tensor(10.0), torch.tensor(-5.0)
+    got = class_contrastive_loss(f, torch.tensor(y), w, b)
+    assert math.isclose(float(got), _by_hand(f, y, 10.0, -5.0), rel_tol=1e-5)
+    # a class with one sample has no leave-one-out centroid: that sample is left out
+    assert math.isclose(float(class_contrastive_loss(f[:3], torch.tensor(y[:3]), w, b)), _by_hand(f[:3], y[:3], 10.0, -5.0),
+                        rel_tol=1e-5)  # fmt: skip
+    assert float(class_contrastive_loss(f[:2], torch.tensor(y[:2]), w, b)) == 0.0  # one class only
+
+
+def test_a_sequence_expert_gives_each_row_the_same_vector_alone_or_in_a_batch_of_other_lengths():
+    torch.manual_seed(0)
+    expert = SequenceExpert(6).eval()
+    seqs = [torch.randn(t, 6) for t in (3, 9, 1, 5)]
+    padded = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+    padded[0, 3:] = 7.0  # garbage in the padding must not matter
+    lengths = torch.tensor([len(s) for s in seqs])
+    with torch.no_grad():
+        together = expert(padded, lengths)
+        alone = torch.cat([expert(s[None], torch.tensor([len(s)])) for s in seqs])
+    assert together.shape == (4, 256)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
+def two_languages(n: int, seed: int) -> Dataset:
+    """German rows with four classes, Urdu rows with three; frames, a speaker vector and one utterance vector."""
+    rng = np.random.default_rng(seed)
+    classes = {"de": ["angry", "happy", "neutral", "sad"], "ur": ["angry", "happy", "sad"]}
+    rows = {"lang": [], "label": [], "frames": [], "spk": [], "vec": []}
+    for i in range(n):
+        lang = "de" if i % 2 else "ur"
+        label = classes[lang][(i // 2) % len(classes[lang])]
+        k = ["angry", "happy", "neutral", "sad"].index(label)
+        frames = rng.normal(size=(int(rng.integers(4, 10)), 5)).astype(np.float32)
+        frames[:, k % 5] += 2.0
+        vec = rng.normal(size=8)
+        vec[k] += 2.0
+        rows["lang"].append(lang), rows["label"].append(label), rows["frames"].append(frames)
+        rows["spk"].append(rng.normal(size=16)), rows["vec"].append(vec)
+    return Dataset(streams={"w/frames": Frames.from_list(rows["frames"]), "ge2e": np.array(rows["spk"]),
+                            "egemaps": np.array(rows["vec"])},
+                   targets={"label": rows["label"]}, language=rows["lang"], corpus=rows["lang"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    model = get_model("multigate", tower=(32,), threads=1, train={"epochs": 8, "batch_size": 16, "lr": 2e-3})
+    return model.fit(two_languages(96, 0), valid=two_languages(40, 1))
+
+
+def test_gate_weights_sum_to_one_per_utterance_and_each_language_keeps_its_label_set(fitted):
+    test = two_languages(20, 2)
+    w = fitted.gate_weights_(test)
+    assert w.shape == (20, 3) and np.allclose(w.sum(axis=1), 1.0)  # frames, egemaps, speaker
+    assert fitted.label_sets_ == {"de": ["angry", "happy", "neutral", "sad"], "ur": ["angry", "happy", "sad"]}
+    proba = fitted.predict_proba(test)
+    urdu = test.language == "ur"
+    neutral = list(fitted.classes_).index("neutral")
+    assert np.allclose(proba[urdu, neutral], 0.0)  # Urdu's tower has no neutral class
+    assert set(fitted.mask_density_) == {"de", "ur", "*"} and all(0 <= d <= 1 for d in fitted.mask_density_.values())
+    assert "ua_sum" in fitted.history[-1] and "ua.de" in fitted.history[-1]
+
+
+def test_a_two_language_model_saves_loads_and_predicts_identically(fitted, tmp_path):
+    test = two_languages(20, 3)
+    loaded = Model.load(fitted.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict_proba(test), fitted.predict_proba(test))
+    np.testing.assert_array_equal(loaded.gate_weights_(test), fitted.gate_weights_(test))
+
+
+def test_an_unseen_language_goes_through_the_universal_head(fitted):
+    test = two_languages(12, 4)
+    swahili = Dataset(streams=test.streams, language=["sw"] * 12)
+    proba = fitted.predict_proba(swahili)
+    assert np.allclose(proba.sum(axis=1), 1.0) and (proba > 0).all()  # the universal tower knows every class
