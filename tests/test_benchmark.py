@@ -420,3 +420,15 @@ def test_any_registered_model_runs_multi_stream_and_frame_models_included(tree, 
             run_benchmark(dataclasses.replace(cfg, feature_options={}), progress=False)
     finally:
         _REGISTRY.pop("test-frame-mean")
+
+
+def test_joint_folds_train_one_model_on_every_corpus_and_score_each(tree, tmp_path):
+    cfg = _cfg(tree, tmp_path, protocol="speaker-kfold:2", model="logreg", joint=True)
+    res = run_benchmark(cfg, progress=False)
+    assert res["jobs"]["total"] == 2  # one job per fold, not per corpus
+    by = {r["corpus"]: r for r in res["corpora"]}
+    assert set(by) == {"ravdess", "emodb"} and all(r["ua"] > 0.5 for r in by.values())
+    jobs = [json.loads((tmp_path / "out" / "jobs" / f).read_text()) for f in res["job_files"]]
+    assert all(set(j["test_corpus"]) == {"ravdess", "emodb"} for j in jobs)
+    with pytest.raises(Exception, match="joint"):
+        run_benchmark(dataclasses.replace(cfg, protocol="leave-one-corpus-out"), progress=False)

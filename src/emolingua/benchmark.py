@@ -83,6 +83,10 @@ class BenchmarkConfig:
     of spec -> options when there are several.
     layers: ``select`` (each single layer is a candidate, chosen on valid in each fold), ``all``, or a
     layer index; handed to the model, whose :meth:`~emolingua.models.Model.search_grid` says what it compares.
+    joint: one model per fold for all corpora at once (fold k of every corpus's within-corpus
+    split: trained on the union of the training parts, chosen on the union of the valid parts,
+    scored on each corpus's test part); corpora without categories (BAVED) join with their
+    intensity levels as their label set.
     normalise: ``auto`` (training statistics within a corpus; ``adapt-corpus`` in transfer protocols,
     where a held-out corpus is z-scored with its own unlabelled rows) or a mode of
     :data:`emolingua.models.NORMALISE`.
@@ -107,6 +111,7 @@ class BenchmarkConfig:
     shots: tuple[int, ...] = DEFAULT_SHOTS
     repeats: int = DEFAULT_REPEATS
     only_corpora: tuple[str, ...] = ()
+    joint: bool = False
     seed: int = 0
     store: str | None = runtime(None)
     n_boot: int = 1000
@@ -226,6 +231,8 @@ def _check(cfg: BenchmarkConfig) -> list[FeatureExtractor]:
         raise ConfigError(f"normalise {cfg.normalise!r}: unknown; use one of auto, {', '.join(NORMALISE)}")
     if cfg.layers not in ("select", "all") and not re.fullmatch(r"-?\d+", cfg.layers.strip()):
         raise ConfigError(f"layers {cfg.layers!r}: unknown; use select (chosen on valid), all, or a layer index")
+    if cfg.joint and cfg.transfer:
+        raise ConfigError(f"joint: trains all corpora together on a within-corpus protocol, not on {cfg.protocol}")
     for name, low in (("seed", 0), ("workers", 1), ("repeats", 1), ("n_boot", 0), ("threads", 1)):
         value = getattr(cfg, name)
         if value is not None and value < low:
@@ -387,7 +394,7 @@ def _splits(cfg: BenchmarkConfig, manifest: pd.DataFrame) -> pd.DataFrame:
     else:
         stratify = "label" if cfg.regression else cfg.target
         splits = make_splits(manifest, protocol=cfg.protocol, seed=cfg.seed, stratify_on=stratify)
-        splits["unit"] = splits["corpus"]
+        splits["unit"] = "all corpora" if cfg.joint else splits["corpus"]
     return splits
 
 
@@ -796,6 +803,11 @@ def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, A
         languages = manifest.groupby("corpus")["language"].first().astype(str).to_dict()
         without = _without_categories(cfg, manifest)
         on_intensity = manifest["corpus"].isin(without).to_numpy()
+        if cfg.joint and without:  # one model for all: BAVED's levels become its own label set
+            levels = manifest.loc[on_intensity, "intensity"].fillna("").astype(str)
+            manifest.loc[on_intensity, "label"] = [f"level {v}" if v else "" for v in levels]
+            notes.append(f"joint: {', '.join(without)} joined with intensity levels as labels")
+            without, on_intensity = [], np.zeros(len(manifest), dtype=bool)
         keep = (_scorable(cfg.target, manifest) & ~on_intensity) | (_scorable("intensity", manifest) & on_intensity)
         X, manifest, left_out = _features(cfg, extractors, manifest[keep].reset_index(drop=True), progress=progress)
         _check_layers(cfg, X)

@@ -426,15 +426,16 @@ def benchmark_cmd(
     corpora: Annotated[Optional[str], typer.Option(help="Folder to scan, or a manifest file.")] = None,
     output: Annotated[Optional[str], typer.Option(help="Folder for results.json, report.md and figures.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML/TOML/JSON config; options given here override it.")] = None,
-    features: Annotated[Optional[str], typer.Option(help="Extractor (default whisper-base).")] = None,
+    features: Annotated[Optional[str], typer.Option(help="Extractor, or several joined by commas (default whisper-base).")] = None,
     feature_option: Annotated[Optional[list[str]], typer.Option("--feature-option", help="Extractor option key=value.")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="loso | speaker-kfold:K | random:70/10/20 | emobox:DIR | "
                                                         "leave-one-corpus-out | leave-one-language-out | few-shot[:K,..]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="logreg | linear-svm | mlp | layer-weights | ridge")] = None,
+    model: Annotated[Optional[str], typer.Option(help="A registered model (`emolingua models list`), e.g. logreg, mlp, multigate.")] = None,
     model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="Model option key=value.")] = None,
     target: Annotated[Optional[str], typer.Option(help="label | intensity | arousal | valence")] = None,
     layers: Annotated[Optional[str], typer.Option(help="select (on valid) | all | a layer index")] = None,
-    normalise: Annotated[Optional[str], typer.Option(help="corpus | speaker | none")] = None,
+    normalise: Annotated[Optional[str], typer.Option(help="auto | train | corpus | adapt-corpus | adapt-speaker | none")] = None,
+    joint: Annotated[Optional[bool], typer.Option("--joint", help="One model for all corpora per fold.")] = None,
     corpus: Annotated[Optional[list[str]], typer.Option("--corpus", help="Only these corpora (repeatable).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of splits and models.")] = None,
     store: Annotated[Optional[str], typer.Option(help="Feature store folder.")] = None,
@@ -451,7 +452,7 @@ def benchmark_cmd(
 
     overrides = {"corpora": corpora, "output": output, "features": features, "protocol": protocol, "model": model,
                  "target": target, "layers": layers, "normalise": normalise, "seed": seed, "store": store,
-                 "workers": workers, "threads": threads, "only_corpora": tuple(corpus) if corpus else None,
+                 "workers": workers, "threads": threads, "joint": joint, "only_corpora": tuple(corpus) if corpus else None,
                  "feature_options": _parse_options(feature_option) if feature_option else None,
                  "model_options": _parse_options(model_option) if model_option else None}  # fmt: skip
     if config is None and not set_ and (corpora is None or output is None):
