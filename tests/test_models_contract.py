@@ -149,3 +149,10 @@ def test_runtime_settings_never_enter_a_model_fingerprint():
     b = get_model("mlp")
     assert fingerprint(a.config) == fingerprint(b.config)
     assert fingerprint(get_model("mlp", train={"lr": 3e-4}).config) != fingerprint(b.config)
+
+
+def test_a_nested_option_changes_only_the_fields_it_names():
+    default = get_model("mlp").config.train
+    changed = get_model("mlp", **{"train.lr": 3e-4}).config.train
+    assert changed.lr == 3e-4 and changed.epochs == default.epochs and changed.patience == default.patience
+    assert get_model("mlp", train={"patience": 3}).config.train.epochs == default.epochs

@@ -202,6 +202,10 @@ class Model(ABC):
             options["view"] = view
         if isinstance(options.get("view"), FeatureView):
             options["view"] = to_dict(options["view"])
+        defaults = to_dict(self.Config())
+        for key, value in options.items():  # a nested mapping changes only the fields it names
+            if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+                options[key] = {**defaults[key], **value}
         self.config = build_config(self.Config, options, what=f"model {self.name}")
         self._reset()
 

@@ -191,7 +191,7 @@ class MultiGateNet(SERModule):
                  vector_streams: Sequence[str], speaker: str | None, gate: str = "mlp", gate_input: str | None = None,
                  mask: str = "per-language", l0: float = 0.0, alpha: float = 0.1, universal: bool = True,
                  language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256),
-                 class_weight: Sequence[float] | None = None, **_: Any) -> None:  # fmt: skip
+                 class_weights: Sequence[float] | None = None, **_: Any) -> None:  # fmt: skip
         super().__init__()
         self.classes = list(classes)
         self.languages = list(languages)  # language id i + 1 is languages[i]; 0 is unseen
@@ -217,7 +217,7 @@ class MultiGateNet(SERModule):
             self.label_index[UNIVERSAL] = list(range(len(self.classes)))
         self.towers = nn.ModuleDict({_key(h): _Tower(d_fused, len(self.label_index[h]), tower) for h in heads})
         self.sim = nn.ParameterDict({_key(h): nn.Parameter(torch.tensor([10.0, -5.0])) for h in heads})
-        weight = torch.tensor(class_weight, dtype=torch.float32) if class_weight else torch.ones(len(self.classes))
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else torch.ones(len(self.classes))
         self.register_buffer("class_weight", weight)
 
     # -- the parts --------------------------------------------------------------------------
