@@ -380,13 +380,13 @@ def test_a_fold_job_runs_within_its_thread_share(tree, tmp_path, monkeypatch):
 class _FrameMeanNet(__import__("emolingua.models.probes", fromlist=["MLPNet"]).MLPNet):
     """Mean of each frame stream's valid frames, then the MLP head: a model that needs frames."""
 
-    def __init__(self, *, input_shapes, n_classes, hidden=32, dropout=0.0, class_weight=None, **_):
+    def __init__(self, *, input_shapes, n_classes, hidden=32, dropout=0.0, class_weights=None, **_):
         super().__init__(input_shapes={k: (v[-1],) for k, v in input_shapes.items()}, n_classes=n_classes,
-                         hidden=hidden, dropout=dropout, class_weight=class_weight)  # fmt: skip
+                         hidden=hidden, dropout=dropout, input_dropout=0.0, class_weights=class_weights)  # fmt: skip
 
     def forward(self, batch):
         parts = []
-        for k in self.names:
+        for k in self.input_shapes:
             x = batch.streams[k]
             if k in batch.lengths:
                 mask = batch.frame_mask(k).unsqueeze(-1).float()

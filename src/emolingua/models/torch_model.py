@@ -74,22 +74,26 @@ class TorchModel(Model):
         return {"ua": unweighted_accuracy(valid.y, self.classes_[predicted])}
 
     def candidates(self, train: Prepared, valid: Prepared | None) -> list[dict[str, Any]]:
-        """Net options compared on valid inside ``fit`` (each trained in full; the best valid score wins)."""
+        """Net options compared on valid inside ``fit`` (each trained in full; the best valid score wins;
+        without valid rows only the first is trained)."""
         return [{}]
 
     def _batch(self, data: Prepared) -> Batch:
         assert self.target_ is not None and self.classes_ is not None
         streams = {k: v[:, [self.input_layers_[k]]] if k in self.input_layers_ else v for k, v in data.streams.items()}
-        rows = Dataset(streams=streams, targets={} if data.y is None else {self.target_: data.y},
+        # the nets' losses read the class target as "label", whatever the rows call it (e.g. intensity)
+        rows = Dataset(streams=streams, targets={} if data.y is None else {"label": data.y},
                        corpus=data.data.corpus, language=data.data.language, speaker=data.data.speaker,
                        ids=data.data.ids)  # fmt: skip
-        return Batch.from_dataset(rows, classes={self.target_: self.classes_.tolist()}, languages=self.languages_)
+        return Batch.from_dataset(rows, classes={"label": self.classes_.tolist()}, languages=self.languages_)
 
     def _fit(self, train: Prepared, valid: Prepared | None) -> None:
         cfg = self.config
         assert self.classes_ is not None and train.y_index is not None
         self.input_layers_: dict[str, int] = {}
         grid = self.candidates(train, valid)  # may choose the input layers (input_layers_) first
+        if valid is None:
+            grid = grid[:1]  # nothing to compare by: the first candidate is the documented fallback
         n_classes = len(self.classes_)
         class_weights = None
         if cfg.class_weight == "balanced":
