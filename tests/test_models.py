@@ -275,3 +275,15 @@ def test_load_checks_the_class(splits, tmp_path):
     folder = get_model("logreg", C=(0.1,)).fit(splits[0]).save(tmp_path / "m")
     with pytest.raises(TypeError, match="not a LayerWeights"):
         LayerWeights.load(folder)
+
+
+def test_the_thread_cap_never_changes_a_linear_model():
+    """BLAS threads reorder lbfgs's sums (measured: 0.3 UA points on CASIA between 1 and 2 threads)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(900, 1, 1024)).astype(np.float32)  # big enough for threaded BLAS kernels
+    y = np.array(list("abcdef"))[rng.integers(0, 6, 900)]
+    X[:, 0, :6] += (y[:, None] == np.array(list("abcdef"))) * 0.5
+    data = Dataset(X=X, y=y)
+    one = get_model("logreg", threads=1, C=(1.0,)).fit(data)
+    two = get_model("logreg", threads=2, C=(1.0,)).fit(data)
+    np.testing.assert_array_equal(one.coef_, two.coef_)

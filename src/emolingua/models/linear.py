@@ -18,6 +18,7 @@ import numpy as np
 from emolingua.errors import ConfigError
 from emolingua.metrics import ccc, r_squared
 from emolingua.models.contract import Model, ModelConfig, Prepared, RegressionModel, _better, check_class_weight
+from emolingua.system import limited_threads
 
 __all__ = ["LinearSVM", "LogReg", "Ridge"]
 
@@ -98,7 +99,8 @@ class _LinearClassifier(Model):
             est.set_params(C=C)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                est.fit(X, train.y_index)
+                with limited_threads(1):  # BLAS threads change lbfgs's sums: one thread, so --threads never changes a result
+                    est.fit(X, train.y_index)
             converged = True
             for w in caught:
                 if issubclass(w.category, ConvergenceWarning):
