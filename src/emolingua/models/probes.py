@@ -24,6 +24,7 @@ What the LOSO measurements of ``benchmarks/probe_recipe.py`` showed (whisper-bas
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -96,9 +97,9 @@ class _Probe(SERModule):
             if got != shape:
                 raise ValueError(f"stream {name!r}: rows of shape {got}, the net was built for {shape}")
 
+    @abstractmethod
     def features(self, batch: Batch) -> Tensor:
         """The head's input (N, d_in)."""
-        raise NotImplementedError
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         self._check(batch)
