@@ -126,3 +126,12 @@ def test_an_unseen_language_goes_through_the_universal_head(fitted):
     swahili = Dataset(streams=test.streams, language=["sw"] * 12)
     proba = fitted.predict_proba(swahili)
     assert np.allclose(proba.sum(axis=1), 1.0) and (proba > 0).all()  # the universal tower knows every class
+
+
+def test_a_frame_step_grid_is_chosen_on_valid_and_falls_back_to_its_first_step_without_valid():
+    options = {"tower": (16,), "threads": 1, "frame_step": (1, 2), "train": {"epochs": 2, "batch_size": 16}}
+    chosen = get_model("multigate", **options).fit(two_languages(48, 0), valid=two_languages(20, 1))
+    assert [c["frame_step"] for c in chosen.history[0]["candidates"]] == [(1,), (2,)]
+    assert chosen.config.frame_step in ((1,), (2,))
+    fallback = get_model("multigate", **options).fit(two_languages(48, 0))
+    assert fallback.config.frame_step == (1,) and not fallback.validated_

@@ -418,21 +418,23 @@ class Model(ABC):
         return {k: v if isinstance(v := data.streams[k], Frames) else self.config.view.apply(v) for k in names}
 
     def _select(self, grid: list[dict[str, Any]], train: Dataset, valid: Dataset | None) -> Model:
-        """Fit every candidate of ``grid``, keep the best on valid (without valid: all layers, the fallback)."""
+        """Fit every candidate of ``grid``, keep the best on valid. Without valid rows nothing can be
+        compared: a grid of single layers falls back to all layers, any other grid to its first candidate."""
+        tried: list[dict[str, Any]] = []
         if valid is None:
-            best = self.with_options(layers="all").fit(train)
-            tried: list[dict[str, Any]] = []
+            chosen = {"layers": "all"} if all(set(c) == {"layers"} for c in grid) else grid[0]
+            best = self.with_options(**chosen).fit(train)
         else:
-            best, best_score, tried = None, None, []
+            best, best_score, chosen = None, None, {}
             for cand in grid:
                 model = self.with_options(**cand).fit(train, valid=valid)
                 score = model.score(valid)
                 tried.append({**cand, "valid_score": score})
                 if _better(score, best_score):
-                    best, best_score = model, score
+                    best, best_score, chosen = model, score, cand
         assert best is not None
         self.__dict__.update(best.__dict__)  # the chosen candidate's config (e.g. its layer) is what predicts
-        self.selected = {"layers": best.config.view.layers, **best.selected}
+        self.selected = {**chosen, **best.selected}
         self.history = [{"candidates": tried}, *best.history]
         return self
 
