@@ -46,6 +46,7 @@ from emolingua.features.store import FeatureStore
 from emolingua.fileio import atomic_write, check_writable, content_keys
 from emolingua.metrics import score_classification, score_regression, unweighted_accuracy
 from emolingua.models import NORMALISE, Dataset, Frames, get_model, model_class, model_names
+from emolingua.models.data import frame_streams
 from emolingua.system import limited_threads
 from emolingua.protocols import (
     DEFAULT_REPEATS,
@@ -377,9 +378,8 @@ def _features(cfg: BenchmarkConfig, extractors: list[FeatureExtractor], manifest
     streams: dict[str, Any] = {}
     for spec, (X, rows) in loaded.items():
         streams[spec] = X[idx]
-        if frames and len(idx):
-            for name in sorted(rows[idx[0]] or {}):
-                streams[f"{spec}/{name}"] = Frames.from_list([rows[i][name] for i in idx])
+        if frames:
+            streams.update(frame_streams(spec=spec, rows=rows, idx=idx))
     notes = [f"left out {paths[i]}: {why[i]}" for i in sorted(why)]
     return streams, manifest.iloc[idx].reset_index(drop=True), notes
 

@@ -46,6 +46,5 @@ def limited_threads(threads: int | None) -> Iterator[None]:
                 torch.set_num_threads(threads)
             yield
     finally:
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            torch.set_num_threads(before if before is not None else torch.get_num_threads())
+        if before is not None:
+            torch.set_num_threads(before)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the features layer is only needed to load from a store
     from emolingua.features.base import FeatureExtractor
     from emolingua.features.store import FeatureStore
 
-__all__ = ["Dataset", "Frames", "Stream"]
+__all__ = ["Dataset", "Frames", "Stream", "frame_streams"]
 
 _META = ("corpus", "language", "speaker", "ids")
 
@@ -96,6 +96,15 @@ class Frames:
 
 
 Stream = np.ndarray | Frames
+
+
+def frame_streams(*, spec: str, rows: Sequence[dict[str, np.ndarray] | None], idx: np.ndarray) -> dict[str, Frames]:
+    """The frame sequences a store loaded (one dict per row), for the rows at ``idx``, named
+    ``"<spec>/<frame stream>"`` as a model reads them."""
+    if not len(idx):
+        return {}
+    names = sorted(rows[idx[0]] or {})
+    return {f"{spec}/{name}": Frames.from_list([rows[i][name] for i in idx]) for name in names}  # type: ignore[index]
 
 
 def _take(stream: Stream, idx: np.ndarray) -> Stream:
@@ -281,10 +290,10 @@ class Dataset:
             streams[ex.spec] = pooled[idx]
             features[ex.spec] = {"spec": ex.spec, "fingerprint": ex.fingerprint(), "identity": ex.identity(),
                                  "streams": list(ex.streams)}  # fmt: skip
-            if frames and len(idx):
-                for name in sorted(rows[idx[0]] or {}):
-                    streams[f"{ex.spec}/{name}"] = Frames.from_list([rows[i][name] for i in idx])  # type: ignore[index]
-                    features[f"{ex.spec}/{name}"] = {**features[ex.spec], "frames": name}
+            if frames:
+                for name, seqs in frame_streams(spec=ex.spec, rows=rows, idx=idx).items():
+                    streams[name] = seqs
+                    features[name] = {**features[ex.spec], "frames": name.split("/", 1)[1]}
         rows_m = manifest.iloc[idx]
 
         def column(name: str) -> Any:

@@ -23,7 +23,7 @@ import torch
 from emolingua.config import runtime
 from emolingua.metrics import unweighted_accuracy
 from emolingua.errors import ConfigError
-from emolingua.models.contract import Model, ModelConfig, Prepared, check_class_weight
+from emolingua.models.contract import Model, ModelConfig, Prepared, _better, check_class_weight
 from emolingua.models.data import Dataset, Frames
 from emolingua.models.module import Batch, SERModule
 from emolingua.models.probes import LayerWeightsNet, MLPNet
@@ -111,8 +111,8 @@ class TorchModel(Model):
             evaluate = on_valid
         train_batch = self._batch(train)
         shapes = {k: list(v.shape[1:]) for k, v in sorted(train_batch.streams.items())}
-        best: tuple[float, dict[str, Any], SERModule] | None = None
-        tried = []
+        best_score: float | None = None
+        tried: list[dict[str, Any]] = []
         for candidate in grid:
             meta = {"input_shapes": shapes, "n_classes": n_classes, "class_weights": class_weights,
                     **self.net_options(), **candidate}  # fmt: skip
@@ -124,13 +124,10 @@ class TorchModel(Model):
             score = net.history_[net.best_epoch_ - 1][train_cfg.monitor] if net.best_epoch_ else float("nan")
             score = score if train_cfg.mode == "max" else -score
             tried.append({**candidate, "valid_score": score, "epochs": net.best_epoch_})
-            if best is None or (not np.isnan(score) and (np.isnan(best[0]) or score > best[0])):
-                best = (score, {**meta}, net)
-        assert best is not None
-        _, self.net_meta_, self.net_ = best
+            if _better(score, best_score):
+                best_score, self.net_meta_, self.net_ = score, meta, net
+                chosen = {k: v for k, v in tried[-1].items() if k != "valid_score"}
         self.history = self.net_.history_
-        chosen = {k: v for k, v in tried[[t["valid_score"] for t in tried].index(best[0])].items() if k != "valid_score"} \
-            if not np.isnan(best[0]) else {"epochs": self.net_.best_epoch_}
         self.selected = {**{f"layer.{k}": v for k, v in self.input_layers_.items()}, **chosen}
         if len(tried) > 1:
             self.history = [{"candidates": tried}, *self.history]
