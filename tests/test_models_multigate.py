@@ -135,3 +135,99 @@ def test_a_frame_step_grid_is_chosen_on_valid_and_falls_back_to_its_first_step_w
     assert chosen.config.frame_step in ((1,), (2,))
     fallback = get_model("multigate", **options).fit(two_languages(48, 0))
     assert fallback.config.frame_step == (1,) and not fallback.validated_
+
+
+def test_a_stream_of_several_pooled_layers_is_mixed_by_learned_layer_weights():
+    from emolingua.models.multigate import Adaptor
+
+    adaptor = Adaptor([3, 4], d=5, hidden=6)
+    x = torch.randn(2, 3, 4)
+    assert torch.allclose(adaptor.layer_weights(), torch.full((3,), 1 / 3))
+    with torch.no_grad():  # all weight on layer 1: the adaptor sees that layer alone
+        adaptor.layer_logits.copy_(torch.tensor([-1e4, 0.0, -1e4]))
+    torch.testing.assert_close(adaptor(x), adaptor.body(x[:, 1]))
+    adaptor(x).sum().backward()
+    assert adaptor.layer_logits.grad is not None
+    assert Adaptor([1, 88]).layer_logits is None  # one layer: a plain adaptor
+
+
+def test_stream_steps_pool_one_stream_further_and_reject_bad_entries():
+    from emolingua.errors import ConfigError
+
+    model = get_model("multigate", stream_steps=("w/frames=2",), frame_step=(1,))
+    data = two_languages(4, 0)
+    viewed = model._view(data)
+    assert viewed["w/frames"].lengths.tolist() == [-(-n // 2) for n in data.streams["w/frames"].lengths]
+    with pytest.raises(ConfigError, match="stream_steps"):
+        get_model("multigate", stream_steps=("w/frames=0",))
+
+
+def test_a_language_with_few_rows_per_class_is_fitted_by_the_few_shot_path_with_the_experts_frozen(monkeypatch):
+    from emolingua.models.multigate import MultiGate
+
+    moved = []
+    adapt = MultiGate._adapt
+
+    def watched(self, rows, language):  # the experts before and after the few-shot step
+        before = {k: v.clone() for k, v in self.net_.experts.state_dict().items()}
+        tower = {k: v.clone() for k, v in self.net_.towers[language].state_dict().items()}
+        adapt(self, rows, language)
+        moved.append((language, len(rows), before, self.net_.experts.state_dict(), tower,
+                      self.net_.towers[language].state_dict()))  # fmt: skip
+
+    monkeypatch.setattr(MultiGate, "_adapt", watched)
+    train = two_languages(96, 0)
+    few = np.flatnonzero(train.language == "ur")[:6]  # 2 rows per class
+    rows = np.concatenate([np.flatnonzero(train.language == "de"), few])
+    options = {"tower": (16,), "threads": 1, "adapt_epochs": 3, "few_shot_below": 5, "train": {"epochs": 2, "batch_size": 16}}
+    model = get_model("multigate", **options).fit(train.subset(rows), valid=two_languages(20, 1))
+    assert model.selected["few_shot"] == ["ur"] and model.history[-1]["adapted"] == "ur"
+    (language, n, before, after, tower_before, tower_after), = moved
+    assert language == "ur" and n == 6
+    for name, value in before.items():
+        torch.testing.assert_close(after[name], value, rtol=0, atol=0)
+    assert any(not torch.equal(tower_before[k], tower_after[k]) for k in tower_before)  # the tower did learn
+    proba = model.predict_proba(two_languages(10, 5))
+    assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_adapt_gives_a_new_language_its_own_head_that_saves_and_loads(fitted, tmp_path):
+    import copy
+
+    model = copy.deepcopy(fitted)
+    shots = two_languages(12, 6)
+    shots = Dataset(streams=shots.streams, targets=shots.targets, language=["sw"] * 12)
+    before = model.net_.experts.state_dict()
+    model.adapt(shots)
+    assert model.languages_[-1] == "sw" and model.label_sets_["sw"] == sorted(set(shots.y.tolist()))
+    for name, value in before.items():
+        torch.testing.assert_close(model.net_.experts.state_dict()[name], value)
+    loaded = Model.load(model.save(tmp_path / "sw"))
+    np.testing.assert_array_equal(loaded.predict_proba(shots), model.predict_proba(shots))
+    with pytest.raises(ValueError, match="training language"):
+        model.adapt(two_languages(8, 7).subset(np.arange(0, 8, 2)))
+
+
+def test_the_source_model_of_a_few_shot_repeat_is_trained_once_and_reused_only_for_the_same_rows(monkeypatch):
+    from emolingua.models.torch_model import TorchModel
+
+    fits = []
+    fit = TorchModel._fit
+    monkeypatch.setattr(TorchModel, "_fit", lambda self, train, valid: (fits.append(len(train)), fit(self, train, valid)))
+    train = two_languages(96, 0)
+    german = np.flatnonzero(train.language == "de")
+    valid = two_languages(40, 1)
+    valid = valid.subset(np.flatnonzero(valid.language == "de"))  # valid rows come from the source languages
+    # as the benchmark's transfer folds do: streams normalised beforehand, the source rows' values identical in every fold
+    options = {"tower": (16,), "threads": 1, "adapt_epochs": 2, "few_shot_below": 5, "view": {"normalise": "none"},
+               "train": {"epochs": 2, "batch_size": 16}}  # fmt: skip
+    zero = get_model("multigate", **options).fit(train.subset(german), valid=valid)
+    for k in (3, 6):  # K shots of Urdu: the German model is reused, only Urdu's head is fitted
+        rows = np.concatenate([german, np.flatnonzero(train.language == "ur")[:k]])
+        shot = get_model("multigate", **options).fit(train.subset(rows), valid=valid)
+        assert shot.selected["few_shot"] == ["ur"]
+    assert fits == [len(german)]
+    np.testing.assert_array_equal(shot.predict_proba(two_languages(8, 2).subset(np.arange(1, 8, 2))),
+                                  zero.predict_proba(two_languages(8, 2).subset(np.arange(1, 8, 2))))  # German unchanged
+    get_model("multigate", **{**options, "seed": 1}).fit(train.subset(german), valid=valid)
+    assert len(fits) == 2  # another seed is another model

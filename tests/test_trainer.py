@@ -78,6 +78,20 @@ def test_loss_terms_are_summed_logged_and_kept_in_history() -> None:
     assert module.history_[-1]["loss"] < module.history_[0]["loss"]
 
 
+def test_length_buckets_keep_every_row_once_and_shrink_padding() -> None:
+    data = make_data(n=96, languages=2)
+    lengths = sum(data.lengths.values())
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = Trainer(TrainConfig(batch_size=8, sampler="by-language", threads=1)).batches(data, gen())
+    bucketed = Trainer(TrainConfig(batch_size=8, sampler="by-language", bucket=4, threads=1)).batches(data, gen())
+    assert sorted(torch.cat(bucketed).tolist()) == list(range(96))  # each row once per epoch
+    assert all(len(set(data.language_ids[b].tolist())) == 1 for b in bucketed)  # still one language per batch
+    padded = lambda batches: sum(int(lengths[b].max()) * len(b) for b in batches)  # noqa: E731
+    assert padded(bucketed) < padded(plain)
+    with pytest.raises(ConfigError, match="bucket"):
+        TrainConfig(bucket=-1)
+
+
 def test_by_language_batches_alternate_and_take_one_step_each() -> None:
     data = make_data(n=70, languages=2)  # 35 rows per language -> ceil(35/8) = 5 batches each
     trainer = Trainer(TrainConfig(epochs=2, batch_size=8, sampler="by-language", threads=1), log=lambda s: None)

@@ -27,7 +27,10 @@ universal gate and tower instead of its language's.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -42,7 +45,7 @@ from emolingua.models.contract import Prepared
 from emolingua.models.data import Dataset, Frames
 from emolingua.models.module import Batch, SERModule
 from emolingua.models.torch_model import TorchConfig, TorchModel
-from emolingua.models.trainer import TrainConfig
+from emolingua.models.trainer import TrainConfig, Trainer
 
 __all__ = ["Adaptor", "HardConcreteMask", "MultiGate", "MultiGateConfig", "MultiGateLS", "MultiGateNet", "SequenceExpert",
            "class_contrastive_loss"]
@@ -80,13 +83,25 @@ class SequenceExpert(nn.Module):
 
 
 class Adaptor(nn.Module):
-    """An utterance vector -> 256-d (Linear, ReLU, Linear), as the paper's BYOL-S adaptor."""
+    """An utterance vector -> 256-d (Linear, ReLU, Linear), as the paper's BYOL-S adaptor.
 
-    def __init__(self, d_in: int, d: int = D, hidden: int = 512) -> None:
+    A stream of several layers ``(layers, d)`` (e.g. whisper's pooled layers) is first mixed by
+    learned softmax layer weights (beyond the paper), so the adaptor sees one ``d``-vector.
+    """
+
+    def __init__(self, shape: Sequence[int], d: int = D, hidden: int = 512) -> None:
         super().__init__()
+        shape = [int(s) for s in shape]
+        self.layer_logits = nn.Parameter(torch.zeros(shape[0])) if len(shape) == 2 and shape[0] > 1 else None
+        d_in = shape[-1] if self.layer_logits is not None else _width(shape)
         self.body = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d))
 
+    def layer_weights(self) -> Tensor | None:
+        return None if self.layer_logits is None else torch.softmax(self.layer_logits, dim=0)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.layer_logits is not None:
+            x = (self.layer_weights()[None, :, None] * x).sum(dim=1)
         return self.body(x.flatten(1))
 
 
@@ -176,6 +191,7 @@ class _Tower(nn.Module):
 
 
 UNIVERSAL = "*"
+_SOURCE_MODELS: dict[str, dict[str, Any]] = {}  # see MultiGate._fit_once
 
 
 class MultiGateNet(SERModule):
@@ -200,7 +216,7 @@ class MultiGateNet(SERModule):
         self.gate_input = gate_input or speaker
         self.l0, self.alpha, self.universal, self.language_dropout = l0, alpha, universal, language_dropout
         self.experts = nn.ModuleDict({_key(s): SequenceExpert(int(input_shapes[s][-1])) for s in self.frame_streams})
-        self.adaptors = nn.ModuleDict({_key(s): Adaptor(_width(input_shapes[s])) for s in self.vector_streams})
+        self.adaptors = nn.ModuleDict({_key(s): Adaptor(input_shapes[s]) for s in self.vector_streams})
         heads = [*self.languages, *([UNIVERSAL] if universal else [])]
         masks = {"per-language": heads, "shared": [UNIVERSAL], "none": []}[mask]
         self.masks = nn.ModuleDict({_key(h): HardConcreteMask() for h in masks})
@@ -210,7 +226,7 @@ class MultiGateNet(SERModule):
                 raise ValueError("multigate: the gates need an utterance vector (gate_input or speaker)")
             d_gate = _width(input_shapes[self.gate_input])
             self.gates = nn.ModuleDict({_key(h): _Gate(d_gate, k) for h in heads})
-        self.speaker_adaptor = Adaptor(_width(input_shapes[speaker])) if speaker else None
+        self.speaker_adaptor = Adaptor([_width(input_shapes[speaker])]) if speaker else None
         d_fused = D * (2 if speaker else 1)
         self.label_index = {h: [self.classes.index(c) for c in label_sets.get(h, self.classes)] for h in heads}
         if universal:
@@ -303,6 +319,13 @@ class MultiGateNet(SERModule):
         return {_unkey(k): m.density() for k, m in self.masks.items()}
 
 
+def _subset(data: Prepared, keep: np.ndarray) -> Prepared:
+    idx = np.flatnonzero(keep)
+    return Prepared(streams={k: v.take(idx) if isinstance(v, Frames) else v[idx] for k, v in data.streams.items()},
+                    y=None if data.y is None else data.y[idx], y_index=None if data.y_index is None else data.y_index[idx],
+                    language_ids=data.language_ids[idx], data=data.data.subset(idx))  # fmt: skip
+
+
 def _key(name: str) -> str:
     """A ModuleDict key for a stream or language name (no dots allowed there)."""
     return name.replace(".", "\u2024").replace("/", "\u2215")
@@ -328,8 +351,11 @@ class MultiGateConfig(TorchConfig):
     feeds the gates (``"auto"``: the speaker vector, else the first utterance vector); ``gate``: ``mlp`` or ``none`` (equal weights);
     ``mask``: ``per-language``, ``shared`` or ``none``; ``l0``: weight of the expected-L0 penalty;
     ``alpha``: weight of the contrastive loss; ``universal`` and ``language_dropout``: the head for
-    unseen languages; ``frame_step``: keep every n-th stored frame (the stride, chosen on valid
-    when several are given).
+    unseen languages; ``few_shot_below``: a training language with fewer labelled rows per class
+    than this is fitted by the few-shot path (see :meth:`MultiGate.adapt`, ``adapt_epochs``
+    epochs; 0 turns the path off); ``frame_step``: frames averaged over windows of n stored frames (the
+    stride, chosen on valid when several are given); ``stream_steps``: ``"stream=n"`` entries that
+    pool a stream by a further factor n (MFCC's 100 frames/s become whisper's 25 at stride 2).
     """
 
     frame_streams: tuple[str, ...] = ()
@@ -343,9 +369,12 @@ class MultiGateConfig(TorchConfig):
     universal: bool = True
     language_dropout: float = 0.2
     tower: tuple[int, ...] = (1024, 512, 256)
+    few_shot_below: int = 25
+    adapt_epochs: int = 30
     frame_step: tuple[int, ...] = (1,)
+    stream_steps: tuple[str, ...] = ("mfcc/mfcc=4",)
     train: TrainConfig = TrainConfig(epochs=20, patience=20, lr=5e-4, weight_decay=1e-5, batch_size=32,
-                                     sampler="by-language")  # fmt: skip
+                                     sampler="by-language", bucket=20)  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -354,6 +383,17 @@ class MultiGateConfig(TorchConfig):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if not self.frame_step or any(k < 1 for k in self.frame_step):
             raise ConfigError(f"frame_step: expected whole numbers >= 1, got {list(self.frame_step)}")
+        self.steps_of()
+
+    def steps_of(self) -> dict[str, int]:
+        """``stream_steps`` as a mapping stream -> factor."""
+        out = {}
+        for entry in self.stream_steps:
+            name, _, n = str(entry).rpartition("=")
+            if not name or not n.isdigit() or int(n) < 1:
+                raise ConfigError(f"stream_steps: {entry!r} is not 'stream=n' with a whole n >= 1")
+            out[name] = int(n)
+        return out
 
 
 class MultiGate(TorchModel):
@@ -401,11 +441,8 @@ class MultiGate(TorchModel):
 
     def _view(self, data: Dataset) -> dict[str, Any]:
         viewed = super()._view(data)
-        step = self.config.frame_step[0]
-        if step > 1:  # a coarser frame rate: every step-th stored frame
-            viewed = {k: Frames.from_list([v[i][::step] for i in range(len(v))], dim=v.dim) if isinstance(v, Frames)
-                      else v for k, v in viewed.items()}  # fmt: skip
-        return viewed
+        step, extra = self.config.frame_step[0], self.config.steps_of()
+        return {k: v.pooled(step * extra.get(k, 1)) if isinstance(v, Frames) else v for k, v in viewed.items()}
 
     def net_options(self) -> dict[str, Any]:
         cfg = self.config
@@ -420,8 +457,130 @@ class MultiGate(TorchModel):
 
     def _fit(self, train: Prepared, valid: Prepared | None) -> None:
         self._roles_ = self._roles(train.data)
-        super()._fit(train, valid)
+        few = self._few_shot_languages(train)
+        if not few:
+            self._fit_once(train, valid)
+        else:  # the few-shot path: a model of the other languages (as if zero-shot), then a head per few-shot language
+            lang = train.data.language
+            sets = self.label_sets_
+            self.languages_ = tuple(g for g in self.languages_ if g not in few)
+            self.label_sets_ = {g: v for g, v in sets.items() if g not in few}
+            self._fit_once(_subset(train, ~np.isin(lang, few)),
+                           None if valid is None else _subset(valid, ~np.isin(valid.data.language, few)))
+            for g in few:
+                self._add_language(g, sets[g])
+                self._adapt(_subset(train, lang == g), g)
+            self.selected = {**self.selected, "few_shot": few}
         self.mask_density_ = self.net_.mask_density()
+
+    def _fit_once(self, train: Prepared, valid: Prepared | None) -> None:
+        """``TorchModel._fit``, remembered for the process: the folds of one few-shot repeat share
+        their source rows (K = 0, 1, 5, ... differ only in the target's shots), so the source model
+        is trained once. The key covers the rows, their labels and values, and every option."""
+        parts = [json.dumps([self.net_options(), self.train_config().learned(), self.config.seed, self.languages_,
+                             self.label_sets_], sort_keys=True, default=str)]  # fmt: skip
+        for data in (train, valid):
+            if data is not None:
+                parts += [data.data.ids.tolist(), data.y.tolist()]
+                parts += [(k, v.shape, float(np.sum(v.values if isinstance(v, Frames) else v, dtype=np.float64)))
+                          for k, v in sorted(data.streams.items())]  # fmt: skip
+        key = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+        if key in _SOURCE_MODELS:
+            saved = _SOURCE_MODELS[key]
+            self.net_meta_, self.history, self.selected, self.input_layers_ = copy.deepcopy(saved["meta"])
+            with torch.random.fork_rng(devices=[]):
+                self.net_ = self.Net(**self.net_meta_)
+            self.net_.load_state_dict(saved["state"])
+            self.net_.best_epoch_, self.net_.history_ = saved["best_epoch"], self.history
+            self.net_.eval()
+            return
+        super()._fit(train, valid)
+        _SOURCE_MODELS.clear()  # one source model at a time: a few MB, but frames-sized keys are not kept
+        _SOURCE_MODELS[key] = {"meta": copy.deepcopy((self.net_meta_, self.history, self.selected, self.input_layers_)),
+                               "state": {k: v.clone() for k, v in self.net_.state_dict().items()},
+                               "best_epoch": self.net_.best_epoch_}  # fmt: skip
+
+    def _add_language(self, language: str, classes: list[str]) -> None:
+        """Give the fitted net a head for a new language (built, not yet trained), kept when saved."""
+        self.languages_ = (*self.languages_, language)
+        self.label_sets_ = {**self.label_sets_, language: list(classes)}
+        self.net_meta_ = {**self.net_meta_, "languages": list(self.languages_), "label_sets": self.label_sets_}
+        state = self.net_.state_dict()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.net_ = self.Net(**self.net_meta_)
+        self.net_.load_state_dict(state, strict=False)
+
+    def _few_shot_languages(self, train: Prepared) -> list[str]:
+        """Training languages with fewer than ``few_shot_below`` labelled rows per class (never all of them)."""
+        if self.config.few_shot_below <= 0:
+            return []
+        lang, y = train.data.language, train.y
+        few = [g for g in np.unique(lang) if (lang == g).sum() / max(1, len(set(y[lang == g].tolist()))) < self.config.few_shot_below]
+        return [] if len(few) == len(np.unique(lang)) else sorted(str(g) for g in few)
+
+    def _adapt(self, rows: Prepared, language: str) -> None:
+        """Fit ``language``'s gate and tower on ``rows``, starting from the universal ones (or the
+        first language's), with everything else frozen; no valid rows: ``adapt_epochs`` epochs,
+        the epoch with the lowest training loss kept."""
+        net, head = self.net_, _key(language)
+        source = _key(UNIVERSAL) if self.config.universal else _key(self.languages_[0])
+        gates = [net.gates] if hasattr(net, "gates") else []
+        for part in gates:
+            part[head].load_state_dict(part[source].state_dict())
+        net.towers[head].body.load_state_dict(net.towers[source].body.state_dict())
+        with torch.no_grad():  # each class's output row from the source tower's row of that class
+            net.sim[head].copy_(net.sim[source])
+            src = net.label_index[_unkey(source)]
+            for j, c in enumerate(net.label_index[language]):
+                if c in src:
+                    net.towers[head].out.weight[j] = net.towers[source].out.weight[src.index(c)]
+                    net.towers[head].out.bias[j] = net.towers[source].out.bias[src.index(c)]
+        if net.mask_kind == "per-language":
+            net.masks[head].load_state_dict(net.masks[source].state_dict())
+        for p in net.parameters():
+            p.requires_grad_(False)
+        for part in [net.towers, net.sim, *gates]:
+            part[head].requires_grad_(True)
+        dropout, net.language_dropout = net.language_dropout, 0.0
+        cfg = dataclasses.replace(self.config.train, epochs=self.config.adapt_epochs, patience=self.config.adapt_epochs,
+                                  sampler="random", bucket=0, monitor="loss", mode="min", seed=self.config.seed,
+                                  threads=self.config.threads)  # fmt: skip
+        try:
+            Trainer(cfg).fit(net, train=self._batch(rows))
+        finally:
+            net.language_dropout = dropout
+            for p in net.parameters():
+                p.requires_grad_(True)
+        net.eval()
+        self.history = [*self.history, {"adapted": language, "rows": len(rows), "epochs": net.best_epoch_}]
+
+    def adapt(self, data: Dataset, *, language: str | None = None) -> MultiGate:
+        """The few-shot path for a language the model was not trained on: fit its own gate and
+        tower (from the universal ones) on a few labelled utterances, experts frozen.
+
+        >>> m.adapt(k_shots, language="sw").predict(test)        # doctest: +SKIP
+
+        The labels must be among the model's classes; ``language`` (default: the rows' one
+        language) is the name the new head gets, and rows to predict must carry it.
+        """
+        langs = sorted(set(data.language.tolist()))
+        if language is None and len(langs) != 1:
+            raise ValueError(f"adapt: the rows hold several languages ({', '.join(langs)}); give language=")
+        lang = language or langs[0]
+        if lang in self.languages_:
+            raise ValueError(f"adapt: {lang!r} is a training language; adapt is for a new one")
+        data = Dataset(streams=data.streams, targets=data.targets, corpus=data.corpus,
+                       language=np.full(len(data), lang, dtype=object), speaker=data.speaker, ids=data.ids)
+        y = data.targets.get(self.target_)
+        if y is None:
+            raise ValueError(f"adapt: the rows have no {self.target_!r} labels")
+        unknown = sorted(set(y.tolist()) - set(self.classes_.tolist()))
+        if unknown:
+            raise ValueError(f"adapt: labels {unknown} are not among the model's classes {self.classes_.tolist()}")
+        self._add_language(lang, sorted(set(y.tolist())))
+        self._adapt(self._prepare(data), lang)
+        return self
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super()._set_state(meta, arrays)

@@ -53,7 +53,10 @@ class TrainConfig:
     when there is no valid set. ``sampler="by-language"`` gives every batch rows of one
     language only and alternates languages batch by batch, one optimiser step per batch;
     ``"class-balanced"`` draws rows (with replacement) with equal total weight per class of
-    target ``balance_target``. ``threads`` and ``device`` are runtime settings, not part of
+    target ``balance_target``. ``bucket`` > 0 (with ``random`` or ``by-language``): the shuffled
+    rows are cut into pools of ``bucket`` batches, each pool sorted by frame count before it is
+    cut into batches, and the batches shuffled: padding, and so the time of a recurrent net on
+    frames, shrinks while every row is still seen once per epoch. ``threads`` and ``device`` are runtime settings, not part of
     what is learned.
     """
 
@@ -65,6 +68,7 @@ class TrainConfig:
     scheduler: str = "none"
     batch_size: int = 64
     sampler: str = "random"
+    bucket: int = 0
     balance_target: str = "label"
     grad_clip: float | None = None
     patience: int = 10
@@ -78,6 +82,8 @@ class TrainConfig:
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
+        if self.bucket < 0:
+            raise ConfigError(f"train.bucket: must be >= 0, got {self.bucket}")
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
@@ -149,7 +155,7 @@ class Trainer:
         """The row indices of each batch of one epoch, drawn from ``gen``."""
         cfg, n = self.config, len(data)
         if cfg.sampler == "random":
-            return list(torch.randperm(n, generator=gen).split(cfg.batch_size))
+            return self._cut(torch.randperm(n, generator=gen), data, gen)
         if cfg.sampler == "class-balanced":
             name = cfg.balance_target
             if name not in data.targets:
@@ -164,12 +170,23 @@ class Trainer:
         if data.language_ids is None:
             raise ConfigError("train.sampler: 'by-language' needs the batch's language_ids; give them or use 'random'")
         lang = data.language_ids.cpu()
-        queues = [list(torch.nonzero(lang == k).flatten()[torch.randperm(int((lang == k).sum()), generator=gen)]
-                       .split(cfg.batch_size)) for k in torch.unique(lang).tolist()]  # fmt: skip
+        queues = [self._cut(torch.nonzero(lang == k).flatten()[torch.randperm(int((lang == k).sum()), generator=gen)],
+                            data, gen) for k in torch.unique(lang).tolist()]  # fmt: skip
         out: list[Tensor] = []
         for i in range(max(len(q) for q in queues)):  # round robin: one batch of each language in turn
             out.extend(q[i] for q in queues if i < len(q))
         return out
+
+    def _cut(self, order: Tensor, data: Batch, gen: torch.Generator) -> list[Tensor]:
+        """Shuffled rows ``order`` cut into batches (length-bucketed when ``bucket`` > 0)."""
+        size, pool = self.config.batch_size, self.config.bucket * self.config.batch_size
+        if not pool or not data.lengths:
+            return list(order.split(size))
+        frames = sum(v.cpu() for v in data.lengths.values())
+        out: list[Tensor] = []
+        for chunk in order.split(pool):
+            out.extend(chunk[torch.argsort(frames[chunk], stable=True)].split(size))
+        return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
 
     # -- optimiser and scheduler ------------------------------------------------------------
     def _optimiser(self, module: SERModule) -> torch.optim.Optimizer:
