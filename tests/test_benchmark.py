@@ -432,3 +432,16 @@ def test_joint_folds_train_one_model_on_every_corpus_and_score_each(tree, tmp_pa
     assert all(set(j["test_corpus"]) == {"ravdess", "emodb"} for j in jobs)
     with pytest.raises(Exception, match="joint"):
         run_benchmark(dataclasses.replace(cfg, protocol="leave-one-corpus-out"), progress=False)
+
+
+def test_drop_labels_leaves_those_rows_out_of_every_fold_and_says_so(tree, tmp_path):
+    full = run_benchmark(_cfg(tree, tmp_path, protocol="speaker-kfold:2", model="logreg", only_corpora=("emodb",)),
+                         progress=False)  # fmt: skip
+    cfg = _cfg(tree, tmp_path / "d", protocol="speaker-kfold:2", model="logreg", only_corpora=("emodb",),
+               drop_labels=("neutral",))  # fmt: skip
+    res = run_benchmark(cfg, progress=False)
+    jobs = [json.loads((tmp_path / "d" / "out" / "jobs" / f).read_text()) for f in res["job_files"]]
+    assert all("neutral" not in j["test_true"] and "neutral" not in j["test_pred"] for j in jobs)
+    assert "neutral" in {t for j in (json.loads((tmp_path / "out" / "jobs" / f).read_text()) for f in full["job_files"])
+                         for t in j["test_true"]}  # fmt: skip
+    assert any("drop_labels" in n and "neutral" in n for n in res["notes"])

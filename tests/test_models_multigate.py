@@ -231,3 +231,26 @@ def test_the_source_model_of_a_few_shot_repeat_is_trained_once_and_reused_only_f
                                   zero.predict_proba(two_languages(8, 2).subset(np.arange(1, 8, 2))))  # German unchanged
     get_model("multigate", **{**options, "seed": 1}).fit(train.subset(german), valid=valid)
     assert len(fits) == 2  # another seed is another model
+
+
+def test_describe_reports_gate_weights_per_language_mask_densities_and_loss_terms(fitted, tmp_path):
+    import json
+
+    test = two_languages(20, 8)
+    info = Model.load(fitted.save(tmp_path / "d")).describe(test)
+    assert info["streams"] == ["w/frames", "egemaps", "ge2e"]
+    assert set(info["gates"]) == {"de", "ur"} and info["gates"]["de"]["n"] == 10
+    assert np.isclose(sum(info["gates"]["ur"]["mean"]), 1.0)
+    assert set(info["mask_density"]) == {"de", "ur", "*"}
+    assert len(info["history"]) == len([h for h in fitted.history if "epoch" in h])
+    assert {"loss.ce", "loss.contrastive", "ua_sum"} <= set(info["history"][0])
+    json.dumps(info)  # benchmark jobs store it as JSON
+
+
+def test_single_stream_variants_and_an_alpha_grid_chosen_on_valid():
+    options = {"tower": (16,), "threads": 1, "train": {"epochs": 2, "batch_size": 16}}
+    alone = get_model("multigate", frame_streams=("none",), vector_streams=("egemaps",), speaker="", gate="none", **options)
+    alone.fit(two_languages(48, 0))
+    assert alone.stream_names_() == ["egemaps"] and not alone.net_.experts
+    grid = get_model("multigate", alpha_grid=(0.0, 0.5), **options).fit(two_languages(48, 0), valid=two_languages(20, 1))
+    assert [c["alpha"] for c in grid.history[0]["candidates"]] == [0.0, 0.5] and grid.config.alpha in (0.0, 0.5)

@@ -92,6 +92,8 @@ class BenchmarkConfig:
     where a held-out corpus is z-scored with its own unlabelled rows) or a mode of
     :data:`emolingua.models.NORMALISE`.
     labels: the label set of transfer protocols (default neutral/happy/sad/angry).
+    drop_labels: rows with these labels are left out in every protocol (e.g. ``[neutral]`` for
+    the 6-class EmoDB that Wang et al. 2022 report).
     workers: parallel fold jobs (and extraction processes); threads: BLAS/torch threads of each
     (default: the cores divided by ``workers``, so that workers x threads never exceeds the cores).
     Fields marked ``runtime`` (output, store, workers, threads) say where and how fast, not what is
@@ -112,6 +114,7 @@ class BenchmarkConfig:
     shots: tuple[int, ...] = DEFAULT_SHOTS
     repeats: int = DEFAULT_REPEATS
     only_corpora: tuple[str, ...] = ()
+    drop_labels: tuple[str, ...] = ()
     joint: bool = False
     seed: int = 0
     store: str | None = runtime(None)
@@ -123,7 +126,7 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"target {self.target!r}: unknown; use one of {', '.join(TARGETS)}")
-        for name in ("labels", "shots", "only_corpora"):
+        for name in ("labels", "shots", "only_corpora", "drop_labels"):
             if isinstance(value := getattr(self, name), (list, tuple)):
                 object.__setattr__(self, name, tuple(value))
 
@@ -332,6 +335,10 @@ def _manifest(cfg: BenchmarkConfig, out: Path) -> tuple[pd.DataFrame, list[str]]
     twice = manifest["path"].duplicated()
     notes = [f"left out a second row of {p}: the path is listed twice in the manifest" for p in manifest["path"][twice]]
     manifest = manifest[~twice].reset_index(drop=True)
+    if cfg.drop_labels:
+        dropped = manifest["label"].astype(str).isin(cfg.drop_labels).to_numpy()
+        notes.append(f"drop_labels: left out {int(dropped.sum())} rows labelled {', '.join(cfg.drop_labels)}")
+        manifest = manifest[~dropped].reset_index(drop=True)
     keys = manifest["content"].tolist() if fresh else content_keys(manifest["path"].tolist())
     manifest["content"] = [k if isinstance(k, str) and k else None for k in keys]
     return manifest, notes
@@ -453,6 +460,7 @@ def _fit_candidate(cfg: BenchmarkConfig, cand: dict[str, Any], normalise: str, t
         "valid_score": model.score(valid) if len(valid) else float("nan"),
         "test_pred": [float(p) for p in pred] if cfg.regression else [str(p) for p in pred],
         "selected": getattr(model, "selected", {}),
+        "describe": model.describe(test),
     }
 
 
@@ -505,6 +513,7 @@ def _run_job(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, ro
         "n_valid": len(idx["valid"]),
         "chosen": best,
         "chosen_selected": by_candidate[best]["selected"],
+        "describe": by_candidate[best]["describe"],
         "valid_scores": scores,
         "test_path": test_rows["path"].tolist(),
         "test_corpus": test_rows["corpus"].astype(str).tolist(),

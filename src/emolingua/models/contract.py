@@ -469,6 +469,11 @@ class Model(ABC):
                                  f"trained on {tuple(shape)}")  # fmt: skip
         return self._prepared(data, self._view(data), labels=labels)
 
+    def describe(self, data: Dataset) -> dict[str, Any]:
+        """What a fitted model can tell about itself on ``data``, JSON-able (benchmark jobs keep it
+        for reports: e.g. multigate's gate weights per language and mask densities); ``{}`` by default."""
+        return {}
+
     # -- what subclasses implement ------------------------------------------------------------
     @abstractmethod
     def _fit(self, train: Prepared, valid: Prepared | None) -> None:

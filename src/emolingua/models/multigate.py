@@ -350,7 +350,9 @@ class MultiGateConfig(TorchConfig):
     (``"auto"``: a stream named ``ge2e`` if there is one; ``""``: none); ``gate_input``: what
     feeds the gates (``"auto"``: the speaker vector, else the first utterance vector); ``gate``: ``mlp`` or ``none`` (equal weights);
     ``mask``: ``per-language``, ``shared`` or ``none``; ``l0``: weight of the expected-L0 penalty;
-    ``alpha``: weight of the contrastive loss; ``universal`` and ``language_dropout``: the head for
+    ``alpha``: weight of the contrastive loss (``alpha_grid``: candidates chosen on valid);
+    ``"none"`` as the only entry of ``frame_streams`` / ``vector_streams`` uses no stream of
+    that kind (single-stream ablations); ``universal`` and ``language_dropout``: the head for
     unseen languages; ``few_shot_below``: a training language with fewer labelled rows per class
     than this is fitted by the few-shot path (see :meth:`MultiGate.adapt`, ``adapt_epochs``
     epochs; 0 turns the path off); ``frame_step``: frames averaged over windows of n stored frames (the
@@ -366,6 +368,7 @@ class MultiGateConfig(TorchConfig):
     mask: str = "per-language"
     l0: float = 0.0
     alpha: float = 0.1
+    alpha_grid: tuple[float, ...] = ()
     universal: bool = True
     language_dropout: float = 0.2
     tower: tuple[int, ...] = (1024, 512, 256)
@@ -413,7 +416,10 @@ class MultiGate(TorchModel):
 
     def search_grid(self, train: Dataset) -> list[dict[str, Any]]:
         steps = self.config.frame_step
-        return [{"frame_step": (k,)} for k in steps] if len(steps) > 1 else [{}]
+        grid = [{"frame_step": (k,)} for k in steps] if len(steps) > 1 else [{}]
+        if self.config.alpha_grid:  # the contrastive weight chosen on valid as well
+            grid = [{**g, "alpha": a, "alpha_grid": ()} for g in grid for a in self.config.alpha_grid]
+        return grid
 
     def _roles(self, data: Dataset) -> dict[str, Any]:
         cfg = self.config
@@ -423,6 +429,7 @@ class MultiGate(TorchModel):
         frames = list(cfg.frame_streams) or sorted(k for k, v in data.streams.items() if isinstance(v, Frames))
         vectors = list(cfg.vector_streams) or sorted(k for k, v in data.streams.items()
                                                      if not isinstance(v, Frames) and k != speaker)  # fmt: skip
+        frames, vectors = ([] if names == ["none"] else names for names in (frames, vectors))
         gate_input = cfg.gate_input if cfg.gate_input != "auto" else (speaker or (vectors[0] if vectors else ""))
         for name in [*frames, *vectors, *([speaker] if speaker else []), *([gate_input] if gate_input else [])]:
             if name not in data.streams:
@@ -594,6 +601,24 @@ class MultiGate(TorchModel):
         per = {str(g): unweighted_accuracy(valid.y[lang == g], pred[lang == g]) for g in np.unique(lang)}
         return {"ua_sum": float(sum(per.values())), "ua": unweighted_accuracy(valid.y, pred),
                 **{f"ua.{g}": v for g, v in per.items()}}  # fmt: skip
+
+    def stream_names_(self) -> list[str]:
+        """The streams the gates weigh, in the order of :meth:`gate_weights_`'s columns."""
+        net = self.net_
+        return [*net.frame_streams, *net.vector_streams, *([net.speaker] if net.speaker else [])]
+
+    def describe(self, data: Dataset) -> dict[str, Any]:
+        """Gate weights on ``data`` per language (mean and sd over utterances, per stream), mask
+        densities, learned layer weights of pooled multi-layer streams, and the loss terms per epoch."""
+        w = self.gate_weights_(data)
+        gates = {str(g): {"n": int((data.language == g).sum()), "mean": w[data.language == g].mean(axis=0).tolist(),
+                          "sd": w[data.language == g].std(axis=0).tolist()} for g in np.unique(data.language)}  # fmt: skip
+        layers = {_unkey(k): a.layer_weights().detach().tolist() for k, a in self.net_.adaptors.items()
+                  if a.layer_logits is not None}  # fmt: skip
+        history = [{k: v for k, v in h.items() if k == "epoch" or k.startswith("loss") or k.startswith("ua")}
+                   for h in self.history if "epoch" in h]  # fmt: skip
+        return {"streams": self.stream_names_(), "gates": gates, "mask_density": self.mask_density_,
+                "layer_weights": layers, "history": history}
 
     def gate_weights_(self, data: Dataset) -> np.ndarray:
         """(N, K) gate weights of each row over the streams (frame streams, vector streams, speaker)."""
