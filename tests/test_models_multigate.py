@@ -254,3 +254,15 @@ def test_single_stream_variants_and_an_alpha_grid_chosen_on_valid():
     assert alone.stream_names_() == ["egemaps"] and not alone.net_.experts
     grid = get_model("multigate", alpha_grid=(0.0, 0.5), **options).fit(two_languages(48, 0), valid=two_languages(20, 1))
     assert [c["alpha"] for c in grid.history[0]["candidates"]] == [0.0, 0.5] and grid.config.alpha in (0.0, 0.5)
+
+
+def test_corpus_domains_give_two_corpora_of_one_language_their_own_heads(tmp_path):
+    data = two_languages(64, 0)
+    corpus = np.where(data.language == "de", np.where(np.arange(64) % 4 == 1, "emodb", "other-de"), "urdu")
+    data = Dataset(streams=data.streams, targets=data.targets, language=data.language, corpus=corpus)
+    options = {"tower": (16,), "threads": 1, "dropout": 0.3, "train": {"epochs": 2, "batch_size": 16}}
+    model = get_model("multigate", domain="corpus", **options).fit(data)
+    assert model.languages_ == ("emodb", "other-de", "urdu") and set(model.mask_density_) == {"emodb", "other-de", "urdu", "*"}
+    loaded = Model.load(model.save(tmp_path / "c"))
+    np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
+    assert get_model("multigate", **options).fit(data).languages_ == ("de", "ur")

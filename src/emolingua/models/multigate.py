@@ -176,11 +176,11 @@ class _Gate(nn.Module):
 
 
 class _Tower(nn.Module):
-    def __init__(self, d_in: int, n_classes: int, widths: Sequence[int]) -> None:
+    def __init__(self, d_in: int, n_classes: int, widths: Sequence[int], dropout: float = 0.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
         for w in widths:
-            layers += [nn.Linear(d_in, w), nn.BatchNorm1d(w), nn.ReLU()]
+            layers += [nn.Linear(d_in, w), nn.BatchNorm1d(w), nn.ReLU(), *([nn.Dropout(dropout)] if dropout else [])]
             d_in = w
         self.body = nn.Sequential(*layers)
         self.out = nn.Linear(d_in, n_classes)
@@ -206,7 +206,7 @@ class MultiGateNet(SERModule):
                  label_sets: dict[str, Sequence[str]], languages: Sequence[str], frame_streams: Sequence[str],
                  vector_streams: Sequence[str], speaker: str | None, gate: str = "mlp", gate_input: str | None = None,
                  mask: str = "per-language", l0: float = 0.0, alpha: float = 0.1, universal: bool = True,
-                 language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256),
+                 language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256), dropout: float = 0.0,
                  class_weights: Sequence[float] | None = None, **_: Any) -> None:  # fmt: skip
         super().__init__()
         self.classes = list(classes)
@@ -231,7 +231,7 @@ class MultiGateNet(SERModule):
         self.label_index = {h: [self.classes.index(c) for c in label_sets.get(h, self.classes)] for h in heads}
         if universal:
             self.label_index[UNIVERSAL] = list(range(len(self.classes)))
-        self.towers = nn.ModuleDict({_key(h): _Tower(d_fused, len(self.label_index[h]), tower) for h in heads})
+        self.towers = nn.ModuleDict({_key(h): _Tower(d_fused, len(self.label_index[h]), tower, dropout) for h in heads})
         self.sim = nn.ParameterDict({_key(h): nn.Parameter(torch.tensor([10.0, -5.0])) for h in heads})
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else torch.ones(len(self.classes))
         self.register_buffer("class_weight", weight)
@@ -345,9 +345,12 @@ def _width(shape: Sequence[int]) -> int:
 class MultiGateConfig(TorchConfig):
     """Options of ``multigate`` (defaults as the reference trains; see the module docstring).
 
-    ``frame_streams`` / ``vector_streams``: the inputs (empty: every frame stream / every pooled
+    ``domain``: what gets its own gate, mask and tower: ``language`` (the paper) or ``corpus`` (two
+    corpora of one language, e.g. RAVDESS and SAVEE, then do not share one; a corpus unseen in
+    training goes through the universal head); ``dropout``: before and inside the towers (0 in
+    the reference); ``frame_streams`` / ``vector_streams``: the inputs (empty: every frame stream / every pooled
     stream but the speaker's); ``speaker``: the utterance vector concatenated to the fused vector
-    (``"auto"``: a stream named ``ge2e`` if there is one; ``""``: none); ``gate_input``: what
+    (``"auto"``: a stream named ``ge2e`` if there is one; ``""`` or ``"none"``: none); ``gate_input``: what
     feeds the gates (``"auto"``: the speaker vector, else the first utterance vector); ``gate``: ``mlp`` or ``none`` (equal weights);
     ``mask``: ``per-language``, ``shared`` or ``none``; ``l0``: weight of the expected-L0 penalty;
     ``alpha``: weight of the contrastive loss (``alpha_grid``: candidates chosen on valid);
@@ -362,6 +365,8 @@ class MultiGateConfig(TorchConfig):
 
     frame_streams: tuple[str, ...] = ()
     vector_streams: tuple[str, ...] = ()
+    domain: str = "language"
+    dropout: float = 0.0
     speaker: str = "auto"
     gate_input: str = "auto"
     gate: str = "mlp"
@@ -381,7 +386,8 @@ class MultiGateConfig(TorchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name, allowed in (("gate", ("mlp", "none")), ("mask", ("per-language", "shared", "none"))):
+        for name, allowed in (("gate", ("mlp", "none")), ("mask", ("per-language", "shared", "none")),
+                              ("domain", ("language", "corpus"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if not self.frame_step or any(k < 1 for k in self.frame_step):
@@ -414,6 +420,20 @@ class MultiGate(TorchModel):
     monitor = "ua_sum"
     quick_options: ClassVar[dict[str, Any]] = {"tower": [32], "train": {"epochs": 4, "patience": 4, "batch_size": 16}}
 
+    def fit(self, train: Dataset, *, valid: Dataset | None = None) -> MultiGate:
+        super().fit(self._domains(train), valid=None if valid is None else self._domains(valid))
+        return self
+
+    def _prepare(self, data: Dataset, *, labels: bool = True) -> Prepared:
+        return super()._prepare(self._domains(data), labels=labels)
+
+    def _domains(self, data: Dataset) -> Dataset:
+        """The rows with each one's domain in the language column (``domain="corpus"``: its corpus)."""
+        if self.config.domain == "language" or np.array_equal(data.language, data.corpus):
+            return data
+        return Dataset(streams=data.streams, targets=data.targets, corpus=data.corpus, language=data.corpus,
+                       speaker=data.speaker, ids=data.ids, features=data.features)  # fmt: skip
+
     def search_grid(self, train: Dataset) -> list[dict[str, Any]]:
         steps = self.config.frame_step
         grid = [{"frame_step": (k,)} for k in steps] if len(steps) > 1 else [{}]
@@ -423,7 +443,7 @@ class MultiGate(TorchModel):
 
     def _roles(self, data: Dataset) -> dict[str, Any]:
         cfg = self.config
-        speaker = cfg.speaker
+        speaker = "" if cfg.speaker == "none" else cfg.speaker
         if speaker == "auto":
             speaker = "ge2e" if "ge2e" in data.streams else ""
         frames = list(cfg.frame_streams) or sorted(k for k, v in data.streams.items() if isinstance(v, Frames))
@@ -456,7 +476,7 @@ class MultiGate(TorchModel):
         return {**self._roles_, "classes": self.classes_.tolist(), "label_sets": self.label_sets_,
                 "languages": list(self.languages_), "gate": cfg.gate, "mask": cfg.mask, "l0": cfg.l0,
                 "alpha": cfg.alpha, "universal": cfg.universal, "language_dropout": cfg.language_dropout,
-                "tower": list(cfg.tower)}  # fmt: skip
+                "tower": list(cfg.tower), "dropout": cfg.dropout}  # fmt: skip
 
     def train_config(self) -> TrainConfig:
         # the reference divides the learning rate by the number of languages (one step per language batch)
@@ -578,7 +598,8 @@ class MultiGate(TorchModel):
         if lang in self.languages_:
             raise ValueError(f"adapt: {lang!r} is a training language; adapt is for a new one")
         data = Dataset(streams=data.streams, targets=data.targets, corpus=data.corpus,
-                       language=np.full(len(data), lang, dtype=object), speaker=data.speaker, ids=data.ids)
+                       language=np.full(len(data), lang, dtype=object), speaker=data.speaker, ids=data.ids,
+                       features=data.features)  # fmt: skip
         y = data.targets.get(self.target_)
         if y is None:
             raise ValueError(f"adapt: the rows have no {self.target_!r} labels")
