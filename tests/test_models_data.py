@@ -137,3 +137,11 @@ def test_from_store_loads_several_extractors_and_frames_aligned_to_the_manifest(
     assert data.streams["mfcc/mfcc"].lengths.tolist()[0] < data.streams["mfcc/mfcc"].lengths.tolist()[2]
     assert data.mask("label").tolist() == [True, True, False] and not data.mask("arousal").any()
     assert data.features["mfcc"]["fingerprint"] == mfcc.fingerprint() and data.ids.tolist() == paths
+
+
+def test_pooled_frames_average_windows_and_keep_every_frame():
+    f = Frames.from_list([np.arange(5.0)[:, None], np.zeros((0, 1)), 10 * np.arange(4.0)[:, None], np.ones((1, 1))])
+    two = f.pooled(2)
+    assert [two[i].ravel().tolist() for i in range(4)] == [[0.5, 2.5, 4.0], [], [5.0, 25.0], [1.0]]
+    assert f.pooled(1) is f
+    assert f.pooled(100).lengths.tolist() == [1, 0, 1, 1] and f.pooled(100)[0].item() == 2.0

@@ -97,7 +97,7 @@ def two_languages(n: int, seed: int) -> Dataset:
 
 @pytest.fixture(scope="module")
 def fitted():
-    model = get_model("multigate", tower=(32,), threads=1, train={"epochs": 8, "batch_size": 16, "lr": 2e-3})
+    model = get_model("multigate", tower=(32,), threads=1, frame_step=(1,), train={"epochs": 8, "batch_size": 16, "lr": 2e-3})
     return model.fit(two_languages(96, 0), valid=two_languages(40, 1))
 
 

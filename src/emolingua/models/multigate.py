@@ -348,7 +348,7 @@ class MultiGateConfig(TorchConfig):
     ``domain``: what gets its own gate, mask and tower: ``language`` (the paper) or ``corpus`` (two
     corpora of one language, e.g. RAVDESS and SAVEE, then do not share one; a corpus unseen in
     training goes through the universal head); ``dropout``: before and inside the towers (0 in
-    the reference); ``frame_streams`` / ``vector_streams``: the inputs (empty: every frame stream / every pooled
+    the reference); ``scale_lr``: divide ``train.lr`` by the number of domains (the reference); ``frame_streams`` / ``vector_streams``: the inputs (empty: every frame stream / every pooled
     stream but the speaker's); ``speaker``: the utterance vector concatenated to the fused vector
     (``"auto"``: a stream named ``ge2e`` if there is one; ``""`` or ``"none"``: none); ``gate_input``: what
     feeds the gates (``"auto"``: the speaker vector, else the first utterance vector); ``gate``: ``mlp`` or ``none`` (equal weights);
@@ -367,6 +367,7 @@ class MultiGateConfig(TorchConfig):
     vector_streams: tuple[str, ...] = ()
     domain: str = "language"
     dropout: float = 0.0
+    scale_lr: bool = True
     speaker: str = "auto"
     gate_input: str = "auto"
     gate: str = "mlp"
@@ -379,7 +380,7 @@ class MultiGateConfig(TorchConfig):
     tower: tuple[int, ...] = (1024, 512, 256)
     few_shot_below: int = 25
     adapt_epochs: int = 30
-    frame_step: tuple[int, ...] = (1,)
+    frame_step: tuple[int, ...] = (4,)
     stream_steps: tuple[str, ...] = ("mfcc/mfcc=4",)
     train: TrainConfig = TrainConfig(epochs=20, patience=20, lr=5e-4, weight_decay=1e-5, batch_size=32,
                                      sampler="by-language", bucket=20)  # fmt: skip
@@ -480,7 +481,8 @@ class MultiGate(TorchModel):
 
     def train_config(self) -> TrainConfig:
         # the reference divides the learning rate by the number of languages (one step per language batch)
-        return dataclasses.replace(self.config.train, lr=self.config.train.lr / max(1, len(self.languages_)))
+        n = len(self.languages_) if self.config.scale_lr else 1
+        return dataclasses.replace(self.config.train, lr=self.config.train.lr / max(1, n))
 
     def _fit(self, train: Prepared, valid: Prepared | None) -> None:
         self._roles_ = self._roles(train.data)
