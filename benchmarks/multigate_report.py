@@ -33,6 +33,10 @@ def load_runs(root: Path) -> dict[str, list[dict]]:
 
 
 def table(runs: dict[str, list[dict]]) -> str:
+    for res in runs.values():  # BAVED is scored on its intensity levels in every run: one column
+        for run in res:
+            for r in run["corpora"]:
+                r["corpus"] = r["corpus"].replace(" (intensity)", "")
     corpora = sorted({r["corpus"] for res in runs.values() for run in res for r in run["corpora"]})
     lines = ["| variant | seeds | SI/SD | " + " | ".join(corpora) + " | mean |", "|---" * (len(corpora) + 4) + "|"]
     for variant, results in runs.items():
