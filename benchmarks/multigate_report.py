@@ -5,7 +5,7 @@
 Reads ``<root>/<run>/results.json`` for every run below ``root`` (a run named ``name-seedN`` is
 seed N of variant ``name``; variants with several seeds are shown as mean ± sd over seeds of the
 per-corpus UA), prints a markdown table of test UA % per corpus (all SI unless the run says SD),
-and draws, from the multigate runs' job files (``describe`` of each fold's model): the mean gate
+and draws, from the multigate runs' job files (``explain`` of each fold's model, kept under ``describe``): the mean gate
 weight per language and stream with the spread over utterances, the mask density per language,
 and the loss terms per epoch.
 """

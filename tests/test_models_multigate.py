@@ -233,11 +233,11 @@ def test_the_source_model_of_a_few_shot_repeat_is_trained_once_and_reused_only_f
     assert len(fits) == 2  # another seed is another model
 
 
-def test_describe_reports_gate_weights_per_language_mask_densities_and_loss_terms(fitted, tmp_path):
+def test_explain_reports_gate_weights_per_language_mask_densities_and_loss_terms(fitted, tmp_path):
     import json
 
     test = two_languages(20, 8)
-    info = Model.load(fitted.save(tmp_path / "d")).describe(test)
+    info = Model.load(fitted.save(tmp_path / "d")).explain(test)
     assert info["streams"] == ["w/frames", "egemaps", "ge2e"]
     assert set(info["gates"]) == {"de", "ur"} and info["gates"]["de"]["n"] == 10
     assert np.isclose(sum(info["gates"]["ur"]["mean"]), 1.0)

@@ -460,7 +460,7 @@ def _fit_candidate(cfg: BenchmarkConfig, cand: dict[str, Any], normalise: str, t
         "valid_score": model.score(valid) if len(valid) else float("nan"),
         "test_pred": [float(p) for p in pred] if cfg.regression else [str(p) for p in pred],
         "selected": getattr(model, "selected", {}),
-        "describe": model.describe(test),
+        "describe": model.explain(test),
     }
 
 

@@ -469,7 +469,7 @@ class Model(ABC):
                                  f"trained on {tuple(shape)}")  # fmt: skip
         return self._prepared(data, self._view(data), labels=labels)
 
-    def describe(self, data: Dataset) -> dict[str, Any]:
+    def explain(self, data: Dataset) -> dict[str, Any]:
         """What a fitted model can tell about itself on ``data``, JSON-able (benchmark jobs keep it
         for reports: e.g. multigate's gate weights per language and mask densities); ``{}`` by default."""
         return {}

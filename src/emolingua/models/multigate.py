@@ -630,7 +630,7 @@ class MultiGate(TorchModel):
         net = self.net_
         return [*net.frame_streams, *net.vector_streams, *([net.speaker] if net.speaker else [])]
 
-    def describe(self, data: Dataset) -> dict[str, Any]:
+    def explain(self, data: Dataset) -> dict[str, Any]:
         """Gate weights on ``data`` per language (mean and sd over utterances, per stream), mask
         densities, learned layer weights of pooled multi-layer streams, and the loss terms per epoch."""
         w = self.gate_weights_(data)
