@@ -266,3 +266,7 @@ def test_corpus_domains_give_two_corpora_of_one_language_their_own_heads(tmp_pat
     loaded = Model.load(model.save(tmp_path / "c"))
     np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
     assert get_model("multigate", **options).fit(data).languages_ == ("de", "ur")
+    shots = Dataset(streams=data.streams, targets=data.targets, language=["sw"] * 64, corpus=["sw-corpus"] * 64)
+    model.adapt(shots.subset(np.arange(12)), language="sw")  # a new corpus of a new language: its own head
+    assert model.languages_[-1] == "sw" and model.predict_proba(
+        Dataset(streams=shots.streams, language=["sw"] * 64, corpus=["sw"] * 64)).shape == (64, 4)

@@ -599,9 +599,9 @@ class MultiGate(TorchModel):
         lang = language or langs[0]
         if lang in self.languages_:
             raise ValueError(f"adapt: {lang!r} is a training language; adapt is for a new one")
-        data = Dataset(streams=data.streams, targets=data.targets, corpus=data.corpus,
-                       language=np.full(len(data), lang, dtype=object), speaker=data.speaker, ids=data.ids,
-                       features=data.features)  # fmt: skip
+        named = np.full(len(data), lang, dtype=object)  # with domain="corpus" the new head is a new corpus
+        data = Dataset(streams=data.streams, targets=data.targets, language=named, speaker=data.speaker, ids=data.ids,
+                       corpus=named if self.config.domain == "corpus" else data.corpus, features=data.features)  # fmt: skip
         y = data.targets.get(self.target_)
         if y is None:
             raise ValueError(f"adapt: the rows have no {self.target_!r} labels")
