@@ -38,7 +38,7 @@ from emolingua.config import build_config, runtime, to_dict
 from emolingua.errors import ConfigError, UnknownNameError
 from emolingua.fileio import atomic_write
 from emolingua.metrics import ccc, unweighted_accuracy
-from emolingua.models.data import Dataset, Frames, Stream
+from emolingua.models.data import Dataset, Frames, Stream, _take
 from emolingua.models.normalisation import MODES, Normaliser
 from emolingua.registry import Registry
 from emolingua.system import limited_threads
@@ -131,6 +131,13 @@ class Prepared:
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def subset(self, keep: np.ndarray) -> Prepared:
+        """The rows where ``keep`` (a boolean mask) holds, every stream and target with them."""
+        idx = np.flatnonzero(keep)
+        return Prepared(streams={k: _take(v, idx) for k, v in self.streams.items()},
+                        y=None if self.y is None else self.y[idx], y_index=None if self.y_index is None else self.y_index[idx],
+                        language_ids=self.language_ids[idx], data=self.data.subset(idx))  # fmt: skip
 
     @property
     def X(self) -> np.ndarray:

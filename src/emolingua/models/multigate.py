@@ -319,13 +319,6 @@ class MultiGateNet(SERModule):
         return {_unkey(k): m.density() for k, m in self.masks.items()}
 
 
-def _subset(data: Prepared, keep: np.ndarray) -> Prepared:
-    idx = np.flatnonzero(keep)
-    return Prepared(streams={k: v.take(idx) if isinstance(v, Frames) else v[idx] for k, v in data.streams.items()},
-                    y=None if data.y is None else data.y[idx], y_index=None if data.y_index is None else data.y_index[idx],
-                    language_ids=data.language_ids[idx], data=data.data.subset(idx))  # fmt: skip
-
-
 def _key(name: str) -> str:
     """A ModuleDict key for a stream or language name (no dots allowed there)."""
     return name.replace(".", "\u2024").replace("/", "\u2215")
@@ -494,11 +487,11 @@ class MultiGate(TorchModel):
             sets = self.label_sets_
             self.languages_ = tuple(g for g in self.languages_ if g not in few)
             self.label_sets_ = {g: v for g, v in sets.items() if g not in few}
-            self._fit_once(_subset(train, ~np.isin(lang, few)),
-                           None if valid is None else _subset(valid, ~np.isin(valid.data.language, few)))
+            self._fit_once(train.subset(~np.isin(lang, few)),
+                           None if valid is None else valid.subset(~np.isin(valid.data.language, few)))
             for g in few:
                 self._add_language(g, sets[g])
-                self._adapt(_subset(train, lang == g), g)
+                self._adapt(train.subset(lang == g), g)
             self.selected = {**self.selected, "few_shot": few}
         self.mask_density_ = self.net_.mask_density()
 
@@ -545,8 +538,9 @@ class MultiGate(TorchModel):
         if self.config.few_shot_below <= 0:
             return []
         lang, y = train.data.language, train.y
-        few = [g for g in np.unique(lang) if (lang == g).sum() / max(1, len(set(y[lang == g].tolist()))) < self.config.few_shot_below]
-        return [] if len(few) == len(np.unique(lang)) else sorted(str(g) for g in few)
+        langs = np.unique(lang)
+        few = [str(g) for g in langs if (lang == g).sum() / len(set(y[lang == g].tolist())) < self.config.few_shot_below]
+        return [] if len(few) == len(langs) else sorted(few)
 
     def _adapt(self, rows: Prepared, language: str) -> None:
         """Fit ``language``'s gate and tower on ``rows``, starting from the universal ones (or the
