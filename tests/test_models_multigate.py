@@ -270,3 +270,22 @@ def test_corpus_domains_give_two_corpora_of_one_language_their_own_heads(tmp_pat
     model.adapt(shots.subset(np.arange(12)), language="sw")  # a new corpus of a new language: its own head
     assert model.languages_[-1] == "sw" and model.predict_proba(
         Dataset(streams=shots.streams, language=["sw"] * 64, corpus=["sw"] * 64)).shape == (64, 4)
+
+
+def test_split_layers_give_each_pooled_layer_its_own_gated_stream(tmp_path):
+    from emolingua.errors import ConfigError
+
+    data = two_languages(48, 0)
+    layered = np.stack([data.streams["egemaps"], -data.streams["egemaps"], data.streams["egemaps"] * 2], axis=1)
+    data = Dataset(streams={**data.streams, "egemaps": layered}, targets=data.targets, language=data.language,
+                   corpus=data.corpus)  # fmt: skip
+    options = {"tower": (16,), "threads": 1, "frame_streams": ("none",), "train": {"epochs": 2, "batch_size": 16}}
+    model = get_model("multigate", split_layers=("egemaps",), **options).fit(data)
+    assert model._roles_["vector_streams"] == ["egemaps@0", "egemaps@1", "egemaps@2"]
+    assert model.gate_weights_(data).shape == (48, 4)  # three layers and the speaker vector
+    loaded = Model.load(model.save(tmp_path / "s"))  # predicts from the unsplit rows as they come
+    np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
+    with pytest.raises(ConfigError, match="split_layers: no stream 'nope'"):
+        get_model("multigate", split_layers=("nope",), **options).fit(data)
+    with pytest.raises(ConfigError, match="frame stream"):
+        get_model("multigate", split_layers=("w/frames",), **options).fit(data)

@@ -353,7 +353,10 @@ class MultiGateConfig(TorchConfig):
     than this is fitted by the few-shot path (see :meth:`MultiGate.adapt`, ``adapt_epochs``
     epochs; 0 turns the path off); ``frame_step``: frames averaged over windows of n stored frames (the
     stride, chosen on valid when several are given); ``stream_steps``: ``"stream=n"`` entries that
-    pool a stream by a further factor n (MFCC's 100 frames/s become whisper's 25 at stride 2).
+    pool a stream by a further factor n (MFCC's 100 frames/s become whisper's 25 at stride 2);
+    ``split_layers``: pooled layered streams given to the model as one stream per layer (``name@i``),
+    so each domain's gate weights the layers per utterance, as the logistic-regression baseline
+    picks one layer per corpus (beyond the paper; see docs/methods/multigate.md).
     """
 
     frame_streams: tuple[str, ...] = ()
@@ -374,6 +377,7 @@ class MultiGateConfig(TorchConfig):
     few_shot_below: int = 25
     adapt_epochs: int = 30
     frame_step: tuple[int, ...] = (4,)
+    split_layers: tuple[str, ...] = ()
     stream_steps: tuple[str, ...] = ("mfcc/mfcc=4",)
     train: TrainConfig = TrainConfig(epochs=20, patience=20, lr=5e-4, weight_decay=1e-5, batch_size=32,
                                      sampler="by-language", bucket=20)  # fmt: skip
@@ -422,11 +426,26 @@ class MultiGate(TorchModel):
         return super()._prepare(self._domains(data), labels=labels)
 
     def _domains(self, data: Dataset) -> Dataset:
-        """The rows with each one's domain in the language column (``domain="corpus"``: its corpus)."""
-        if self.config.domain == "language" or np.array_equal(data.language, data.corpus):
+        """The rows with each one's domain in the language column (``domain="corpus"``: its corpus) and
+        the layered streams of ``split_layers`` given as one stream per layer."""
+        streams, features = dict(data.streams), dict(data.features)
+        for name in self.config.split_layers:
+            if name not in streams:
+                raise ConfigError(f"model {self.name}: split_layers: no stream {name!r}; the rows have {', '.join(data.streams)}")
+            layered = streams.pop(name)
+            if isinstance(layered, Frames):
+                raise ConfigError(f"model {self.name}: split_layers: {name!r} is a frame stream; only pooled layers split")
+            made = features.pop(name, None)
+            for i in range(layered.shape[1]):
+                streams[f"{name}@{i}"] = layered[:, i : i + 1]
+                if made is not None:
+                    features[f"{name}@{i}"] = {**made, "layer": i}
+        by_corpus = self.config.domain == "corpus" and not np.array_equal(data.language, data.corpus)
+        if not by_corpus and not self.config.split_layers:
             return data
-        return Dataset(streams=data.streams, targets=data.targets, corpus=data.corpus, language=data.corpus,
-                       speaker=data.speaker, ids=data.ids, features=data.features)  # fmt: skip
+        return Dataset(streams=streams, targets=data.targets, corpus=data.corpus,
+                       language=data.corpus if by_corpus else data.language, speaker=data.speaker, ids=data.ids,
+                       features=features)  # fmt: skip
 
     def search_grid(self, train: Dataset) -> list[dict[str, Any]]:
         steps = self.config.frame_step
