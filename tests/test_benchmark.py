@@ -170,6 +170,26 @@ def test_rerun_recomputes_exactly_the_jobs_whose_inputs_changed(tree, tmp_path):
     assert len(scored) == 60 and not scored & {str(p) for p in gone[:4]} and str(gone[4]) in scored
 
 
+def test_a_fold_that_failed_with_an_error_is_computed_again_on_the_next_run(tree, tmp_path, monkeypatch):
+    from emolingua import benchmark as B
+
+    cfg = _cfg(tree, tmp_path, protocol="loso", **FAST)
+    real = B._fit_candidate
+
+    def broken(cfg, cand, normalise, train, valid, test):
+        if "emodb" in set(test.corpus.tolist()):
+            raise ValueError("a bug in the model, fixed before the next run")
+        return real(cfg, cand, normalise, train, valid, test)
+
+    monkeypatch.setattr(B, "_fit_candidate", broken)
+    first = run_benchmark(cfg, progress=False)
+    assert first["jobs"] == {"total": 8, "reused": 0, "computed": 8, "skipped": 4}
+    monkeypatch.setattr(B, "_fit_candidate", real)
+    fixed = run_benchmark(cfg, progress=False)
+    assert fixed["jobs"] == {"total": 8, "reused": 4, "computed": 4, "skipped": 0}
+    assert {r["corpus"] for r in fixed["corpora"]} == {"emodb", "ravdess"}
+
+
 def _manifest_of(root, path):
     from emolingua.corpora import scan_corpora, write_manifest
 

@@ -494,12 +494,12 @@ def _run_job(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, ro
         try:
             grid = get_model(cfg.model, **_model_options(cfg, normalise)).search_grid(train)
         except ValueError as exc:
-            return {**head, "skipped": f"{what}: not scored, {_one_line(exc)}"}
+            return {**head, "skipped": f"{what}: not scored, {_one_line(exc)}", "retry": True}
         for cand in grid:
             try:
                 by_candidate[_label(cand, cfg)] = _fit_candidate(cfg, cand, normalise, train, valid, test)
             except ValueError as exc:  # a data problem in this fold: the other folds are still scored
-                return {**head, "skipped": f"{what}: not scored, {_one_line(exc)}"}
+                return {**head, "skipped": f"{what}: not scored, {_one_line(exc)}", "retry": True}
     scores = {c: v["valid_score"] for c, v in by_candidate.items()}
     best = max(scores, key=lambda c: -np.inf if np.isnan(scores[c]) else scores[c])
     test_rows = manifest.iloc[idx["test"]]
@@ -553,6 +553,13 @@ def _job_file(jobs_dir: Path, unit: str, fold: int, key: str) -> Path:
     return jobs_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{unit}-fold{fold:03d}") + f"-{key[:20]}.json")
 
 
+def _failed(path: Path) -> bool:
+    try:
+        return bool(json.loads(path.read_text()).get("retry"))
+    except (OSError, ValueError):
+        return True  # unreadable: computed again
+
+
 def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, splits: pd.DataFrame, out: Path,
               base: dict[str, Any], *, progress: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
     """Every job's result (cached ones read back) and the counts of jobs reused and computed."""
@@ -561,7 +568,8 @@ def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, s
     keys = _job_keys(cfg, base, manifest, splits)
     groups = [((str(u), int(f)), rows) for (u, f), rows in splits.groupby(["unit", "fold"], sort=True)]
     files = {uf: _job_file(jobs_dir, *uf, keys[uf]) for uf, _ in groups}
-    todo = [(uf, rows) for uf, rows in groups if not files[uf].exists()]
+    # a fold that failed with an error is tried again (the error may be fixed); one too small is not
+    todo = [(uf, rows) for uf, rows in groups if not files[uf].exists() or _failed(files[uf])]
 
     from joblib import Parallel, delayed
     from rich.console import Console

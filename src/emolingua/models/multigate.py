@@ -430,6 +430,8 @@ class MultiGate(TorchModel):
         the layered streams of ``split_layers`` given as one stream per layer."""
         streams, features = dict(data.streams), dict(data.features)
         for name in self.config.split_layers:
+            if name not in streams and f"{name}@0" in streams:
+                continue  # split already (fit's rows pass through _prepare again)
             if name not in streams:
                 raise ConfigError(f"model {self.name}: split_layers: no stream {name!r}; the rows have {', '.join(data.streams)}")
             layered = streams.pop(name)
@@ -441,7 +443,7 @@ class MultiGate(TorchModel):
                 if made is not None:
                     features[f"{name}@{i}"] = {**made, "layer": i}
         by_corpus = self.config.domain == "corpus" and not np.array_equal(data.language, data.corpus)
-        if not by_corpus and not self.config.split_layers:
+        if not by_corpus and streams.keys() == data.streams.keys():
             return data
         return Dataset(streams=streams, targets=data.targets, corpus=data.corpus,
                        language=data.corpus if by_corpus else data.language, speaker=data.speaker, ids=data.ids,
