@@ -154,7 +154,8 @@ class Prepared:
 
 
 #: Modules that define the built-in models; imported on the first registry lookup.
-_BUILTIN_MODULES = ("emolingua.models.linear", "emolingua.models.torch_model", "emolingua.models.multigate")
+_BUILTIN_MODULES = ("emolingua.models.linear", "emolingua.models.torch_model", "emolingua.models.multigate",
+                     "emolingua.models.metric_ae")
 _REGISTRY: Registry[Model] = Registry("model", group="emolingua.models", builtins=_BUILTIN_MODULES)
 _VIEW_OPTIONS = tuple(f.name for f in dataclasses.fields(FeatureView))
 
