@@ -800,6 +800,20 @@ def _own_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     return list(dict.fromkeys(own))
 
 
+def load_rows(cfg: BenchmarkConfig, *, progress: bool = True) -> tuple[dict[str, Any], pd.DataFrame, list[str]]:
+    """The labelled rows of ``cfg``'s corpora with every feature stream (extracted into the store
+    when it lacks them), and notes naming the rows left out: what other evaluations build on.
+
+    >>> X, manifest, notes = load_rows(BenchmarkConfig(corpora="data", output="runs/x", features="egemaps"))  # doctest: +SKIP
+    """
+    cfg = _checked(cfg).resolved()
+    extractors = _check(cfg)
+    manifest, notes = _manifest(cfg, Path(cfg.output))
+    X, manifest, left_out = _features(cfg, extractors, manifest[_scorable("label", manifest)].reset_index(drop=True),
+                                      progress=progress)  # fmt: skip
+    return X, manifest, notes + left_out
+
+
 def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a benchmark and write results.json, report.md and the figures to ``cfg.output``.
 

@@ -467,6 +467,32 @@ def benchmark_cmd(
     typer.echo((Path(results["config"]["output"]) / "report.md").read_text(), nl=False)
 
 
+# --------------------------------------------------------------------------- transfer
+@app.command("transfer")
+def transfer_cmd(
+    corpora: Annotated[Optional[str], typer.Option(help="Folder to scan, or a manifest file.")] = None,
+    output: Annotated[Optional[str], typer.Option(help="Folder for measures.csv, report.md and figures.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML/JSON config; options given here override it.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="An embedding model (repeatable; default: "
+                                                       "dae, dae-metric-act, dae-metric-val, vae, vae-annealed, vae-ss).")] = None,
+    features: Annotated[Optional[str], typer.Option(help="The models' input stream (default egemaps).")] = None,
+    source: Annotated[Optional[str], typer.Option(help="The corpus the models are trained on (default ravdess).")] = None,
+    target: Annotated[Optional[list[str]], typer.Option("--target", help="A target corpus (repeatable; default: all others).")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Feature store folder.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Any config field, KEY=VALUE (repeatable).")] = None,
+) -> None:
+    """Train embedding models on one corpus and measure how they transfer to the others (Das et al. 2022)."""
+    from emolingua.transfer import TransferConfig, run_transfer
+
+    overrides = {"corpora": corpora, "output": output, "features": features, "source": source, "store": store,
+                 "models": tuple(model) if model else None, "targets": tuple(target) if target else None}  # fmt: skip
+    if config is None and not set_ and (corpora is None or output is None):
+        raise ConfigError("transfer: --corpora and --output are needed (or --config FILE)")
+    cfg = TransferConfig.from_file(config, overrides=set_ or (), **overrides)
+    run_transfer(cfg)
+    typer.echo((Path(cfg.output) / "report.md").read_text(), nl=False)
+
+
 def main() -> None:
     """Console-script entry point: users' mistakes are one line on stderr and exit status 2 (see ``_Group``)."""
     app()

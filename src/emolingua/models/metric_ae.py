@@ -46,6 +46,8 @@ __all__ = ["AutoencoderConfig", "AutoencoderNet", "MetricAutoencoder", "cluster_
            "cyclical_beta", "gaussian_kl", "metric_slope"]  # fmt: skip
 
 _ACTIVATIONS = {"relu": nn.ReLU, "linear": nn.Identity, "tanh": nn.Tanh}
+#: options that take several values to choose among on valid
+_GRIDS = ("noise", "kl_cycles", "cluster")
 
 
 # ------------------------------------------------------------------------------------- losses
@@ -184,11 +186,11 @@ class AutoencoderConfig(ModelConfig):
     (``arousal`` or ``valence``, or any value target); ``hidden``/``latent``: the backbone
     (88-40-20-10-2 as published); ``encoder_act`` and ``decoder_act`` (one per decoder layer: as
     printed, linear-ReLU-linear-linear, which may be a typo); ``noise``: the standard deviation
-    of the Gaussian noise added to the z-scored input (several: chosen on valid by the read-out's
-    CCC); ``metric``: add the continuous metric loss; ``variational``, ``beta``, ``kl_cycles``,
+    of the Gaussian noise added to the z-scored input; ``metric``: add the continuous metric loss; ``variational``, ``beta``, ``kl_cycles``,
     ``kl_ramp``: the VAE and its KL schedule (cycles 0: constant beta); ``cluster``: the weight
     gamma of the class-centroid cluster loss over ``cluster_target``; ``outlier_z``: training
-    rows with any |z| above it are dropped (the papers' 10).
+    rows with any |z| above it are dropped (the papers' 10). ``noise``, ``kl_cycles`` and
+    ``cluster`` take several values to choose among on valid (by the read-out's CCC).
     """
 
     target: str | None = "arousal"
@@ -200,9 +202,9 @@ class AutoencoderConfig(ModelConfig):
     metric: bool = False
     variational: bool = False
     beta: float = 1.0
-    kl_cycles: int = 0
+    kl_cycles: tuple[int, ...] = (0,)
     kl_ramp: float = 0.5
-    cluster: float = 0.0
+    cluster: tuple[float, ...] = (0.0,)
     cluster_target: str = "label"
     outlier_z: float = 10.0
     train: TrainConfig = TrainConfig(epochs=50, patience=50, lr=1e-3, weight_decay=0.0, optimiser="adam",
@@ -215,9 +217,10 @@ class AutoencoderConfig(ModelConfig):
         if len(self.decoder_act) != len(self.hidden) + 1:
             raise ConfigError(f"decoder_act: one activation per decoder layer ({len(self.hidden) + 1}), "
                               f"got {len(self.decoder_act)}")  # fmt: skip
-        if not self.noise or any(n < 0 for n in self.noise):
-            raise ConfigError(f"noise: expected standard deviations >= 0, got {list(self.noise)}")
-        if self.latent < 1 or self.outlier_z <= 0 or self.beta < 0 or self.cluster < 0 or not 0 <= self.kl_ramp <= 1:
+        for name in _GRIDS:
+            if not getattr(self, name) or any(v < 0 for v in getattr(self, name)):
+                raise ConfigError(f"{name}: expected one or more values >= 0, got {list(getattr(self, name))}")
+        if self.latent < 1 or self.outlier_z <= 0 or self.beta < 0 or not 0 <= self.kl_ramp <= 1:
             raise ConfigError("latent >= 1, outlier_z > 0, beta >= 0, cluster >= 0 and 0 <= kl_ramp <= 1 are required")
 
 
@@ -233,8 +236,12 @@ class MetricAutoencoder(RegressionModel):
     quick_options: ClassVar[dict[str, Any]] = {"train": {"epochs": 5}}
 
     def search_grid(self, train: Dataset) -> list[dict[str, Any]]:
-        noise = self.config.noise
-        return [{"noise": (n,)} for n in noise] if len(noise) > 1 else [{}]
+        grid: list[dict[str, Any]] = [{}]
+        for name in _GRIDS:  # every option given several values is chosen on valid, jointly
+            values = getattr(self.config, name)
+            if len(values) > 1:
+                grid = [{**g, name: (v,)} for g in grid for v in values]
+        return grid
 
     def _values(self, data: Prepared, name: str) -> np.ndarray | None:
         """Target ``name`` of the rows as float with NaN where absent (None: the rows lack it)."""
@@ -251,7 +258,7 @@ class MetricAutoencoder(RegressionModel):
             batch.targets["value"] = torch.from_numpy(np.asarray(data.y, dtype=np.float32))
             batch.masks["value"] = torch.ones(len(x), dtype=torch.bool)
         name = self.config.cluster_target
-        if labels and self.config.cluster > 0:
+        if labels and self.config.cluster[0] > 0:
             rows = data.data
             if name not in rows.targets or not rows.is_categorical(name):
                 raise ValueError(f"{self.name}: the cluster loss needs class labels {name!r}; the rows have "
@@ -271,8 +278,8 @@ class MetricAutoencoder(RegressionModel):
         train = train.subset(inliers)
         meta = {"d_in": int(X.shape[1]), "hidden": list(cfg.hidden), "latent": cfg.latent, "encoder_act": cfg.encoder_act,
                 "decoder_act": list(cfg.decoder_act), "noise": float(cfg.noise[0]), "variational": cfg.variational,
-                "metric": cfg.metric, "beta": cfg.beta, "kl_cycles": cfg.kl_cycles, "kl_ramp": cfg.kl_ramp,
-                "epochs": cfg.train.epochs, "cluster": cfg.cluster}  # fmt: skip
+                "metric": cfg.metric, "beta": cfg.beta, "kl_cycles": int(cfg.kl_cycles[0]), "kl_ramp": cfg.kl_ramp,
+                "epochs": cfg.train.epochs, "cluster": float(cfg.cluster[0])}  # fmt: skip
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             net = AutoencoderNet(**meta)
@@ -354,12 +361,12 @@ class _VAEConfig(AutoencoderConfig):
 @dataclass(frozen=True)
 class _AnnealedConfig(_VAEConfig):
     beta: float = 0.25
-    kl_cycles: int = 4
+    kl_cycles: tuple[int, ...] = (4,)
 
 
 @dataclass(frozen=True)
 class _SSConfig(_AnnealedConfig):
-    cluster: float = 1.0
+    cluster: tuple[float, ...] = (1.0,)
 
 
 class DAEMetricAct(MetricAutoencoder):
