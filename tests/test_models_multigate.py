@@ -289,3 +289,27 @@ def test_split_layers_give_each_pooled_layer_its_own_gated_stream(tmp_path):
         get_model("multigate", split_layers=("nope",), **options).fit(data)
     with pytest.raises(ConfigError, match="frame stream"):
         get_model("multigate", split_layers=("w/frames",), **options).fit(data)
+
+
+def test_an_affect_embedding_trained_with_the_metric_loss_reads_out_arousal_for_an_unseen_language(tmp_path):
+    from scipy.stats import spearmanr
+
+    def with_arousal(data: Dataset, seed: int) -> Dataset:
+        rng = np.random.default_rng(seed)
+        level = {"angry": 0.9, "happy": 0.7, "neutral": 0.4, "sad": 0.2}
+        arousal = np.array([level[v] for v in data.targets["label"]]) + rng.normal(scale=0.02, size=len(data))
+        return Dataset(streams=data.streams, targets={**data.targets, "arousal": arousal}, language=data.language,
+                       corpus=data.corpus)  # fmt: skip
+
+    options = {"tower": (16,), "threads": 1, "frame_step": (1,), "target": "label", "affect_target": "arousal",
+               "train": {"epochs": 12, "batch_size": 16, "lr": 2e-3}}  # fmt: skip
+    model = get_model("multigate", **options).fit(with_arousal(two_languages(96, 0), 0))
+    assert "loss.affect" in model.history[-1] and set(model.affect_readouts_) == {"arousal"}
+    test = with_arousal(two_languages(40, 5), 5)
+    unseen = Dataset(streams=test.streams, language=["sw"] * 40)  # no labels, a language never seen
+    read = model.dimensions(unseen)["arousal"]
+    assert spearmanr(read, test.targets["arousal"]).statistic > 0.5
+    loaded = Model.load(model.save(tmp_path / "a"))
+    np.testing.assert_allclose(loaded.dimensions(unseen)["arousal"], read)
+    mse = get_model("multigate", **{**options, "affect_loss": "mse", "train": {"epochs": 2, "batch_size": 16}})
+    assert mse.fit(with_arousal(two_languages(48, 0), 0)).history[-1]["loss.affect"] >= 0

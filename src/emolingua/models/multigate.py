@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from emolingua.errors import ConfigError
 from emolingua.metrics import unweighted_accuracy
 from emolingua.models.contract import Prepared
+from emolingua.models.metric_ae import continuous_metric_loss
 from emolingua.models.data import Dataset, Frames
 from emolingua.models.module import Batch, SERModule
 from emolingua.models.torch_model import TorchConfig, TorchModel
@@ -207,7 +208,8 @@ class MultiGateNet(SERModule):
                  vector_streams: Sequence[str], speaker: str | None, gate: str = "mlp", gate_input: str | None = None,
                  mask: str = "per-language", l0: float = 0.0, alpha: float = 0.1, universal: bool = True,
                  language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256), dropout: float = 0.0,
-                 class_weights: Sequence[float] | None = None, **_: Any) -> None:  # fmt: skip
+                 class_weights: Sequence[float] | None = None, affect_dim: int = 0, affect_loss: str = "metric",
+                 affect_weight: float = 1.0, **_: Any) -> None:  # fmt: skip
         super().__init__()
         self.classes = list(classes)
         self.languages = list(languages)  # language id i + 1 is languages[i]; 0 is unseen
@@ -233,6 +235,9 @@ class MultiGateNet(SERModule):
             self.label_index[UNIVERSAL] = list(range(len(self.classes)))
         self.towers = nn.ModuleDict({_key(h): _Tower(d_fused, len(self.label_index[h]), tower, dropout) for h in heads})
         self.sim = nn.ParameterDict({_key(h): nn.Parameter(torch.tensor([10.0, -5.0])) for h in heads})
+        # a language-independent affect embedding of the fused vector, so unseen languages get one too
+        self.affect = nn.Linear(d_fused, affect_dim) if affect_dim > 0 else None
+        self.affect_loss, self.affect_weight = affect_loss, affect_weight
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else torch.ones(len(self.classes))
         self.register_buffer("class_weight", weight)
 
@@ -275,6 +280,7 @@ class MultiGateNet(SERModule):
         features = torch.zeros(n, self.towers[next(iter(self.towers))].out.in_features, device=dev)
         k = len(self.frame_streams) + len(self.vector_streams) + (1 if self.speaker else 0)
         gates = torch.zeros(n, k, device=dev)
+        affect = torch.zeros(n, self.affect.out_features if self.affect is not None else 0, device=dev)
         done = torch.zeros(n, dtype=torch.bool, device=dev)
         route_universal = (self.training and self.universal and self.language_dropout > 0
                            and float(torch.rand(())) < self.language_dropout)  # fmt: skip
@@ -294,8 +300,10 @@ class MultiGateNet(SERModule):
             logits[rows[:, None], torch.tensor(self.label_index[head], device=dev)[None, :]] = out
             features[rows] = h
             gates[rows] = w
+            if self.affect is not None:
+                affect[rows] = self.affect(fused)
             done[rows] = True
-        return {"logits": logits, "features": features, "gates": gates, "done": done}
+        return {"logits": logits, "features": features, "gates": gates, "done": done, "affect": affect}
 
     def losses(self, outputs: dict[str, Tensor], batch: Batch, epoch: int) -> dict[str, Tensor]:
         keep = batch.mask("label") & outputs["done"]
@@ -310,6 +318,14 @@ class MultiGateNet(SERModule):
                     w, b = self.sim[_key(head if _key(head) in self.sim else UNIVERSAL)]
                     contrastive = contrastive + class_contrastive_loss(outputs["features"][rows], y[rows], w.clamp(min=1e-6), b)
             terms["contrastive"] = self.alpha * contrastive
+        if self.affect is not None and "affect" in batch.targets:
+            rows = batch.mask("affect") & outputs["done"]
+            z, v = outputs["affect"][rows], batch.targets["affect"][rows]
+            if self.affect_loss == "metric":
+                metric = continuous_metric_loss(z, v)
+                terms["affect"] = self.affect_weight * (metric["res"] + metric["sl"])
+            else:  # a plain regression of the value on the embedding's first unit
+                terms["affect"] = self.affect_weight * (nn.functional.mse_loss(z[:, 0], v) if len(v) else z.sum() * 0.0)
         if self.l0 > 0 and len(self.masks):
             terms["l0"] = self.l0 * torch.stack([m.expected_l0() for m in self.masks.values()]).mean()
         return terms
@@ -356,7 +372,11 @@ class MultiGateConfig(TorchConfig):
     pool a stream by a further factor n (MFCC's 100 frames/s become whisper's 25 at stride 2);
     ``split_layers``: pooled layered streams given to the model as one stream per layer (``name@i``),
     so each domain's gate weights the layers per utterance, as the logistic-regression baseline
-    picks one layer per corpus (beyond the paper; see docs/methods/multigate.md).
+    picks one layer per corpus (beyond the paper; see docs/methods/multigate.md); ``affect_target``
+    (e.g. ``arousal``, a value target of the rows): a language-independent ``affect_dim``-d
+    embedding of the fused vector trained with Das et al.'s continuous metric loss
+    (``affect_loss: metric``) or a plain regression (``mse``), weight ``affect_weight``;
+    :meth:`MultiGate.dimensions` reads arousal/valence out of it, also for unseen languages.
     """
 
     frame_streams: tuple[str, ...] = ()
@@ -378,6 +398,10 @@ class MultiGateConfig(TorchConfig):
     adapt_epochs: int = 30
     frame_step: tuple[int, ...] = (4,)
     split_layers: tuple[str, ...] = ()
+    affect_target: str | None = None
+    affect_dim: int = 2
+    affect_loss: str = "metric"
+    affect_weight: float = 1.0
     stream_steps: tuple[str, ...] = ("mfcc/mfcc=4",)
     train: TrainConfig = TrainConfig(epochs=20, patience=20, lr=5e-4, weight_decay=1e-5, batch_size=32,
                                      sampler="by-language", bucket=20)  # fmt: skip
@@ -385,7 +409,7 @@ class MultiGateConfig(TorchConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name, allowed in (("gate", ("mlp", "none")), ("mask", ("per-language", "shared", "none")),
-                              ("domain", ("language", "corpus"))):  # fmt: skip
+                              ("domain", ("language", "corpus")), ("affect_loss", ("metric", "mse"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if not self.frame_step or any(k < 1 for k in self.frame_step):
@@ -491,7 +515,9 @@ class MultiGate(TorchModel):
         return {**self._roles_, "classes": self.classes_.tolist(), "label_sets": self.label_sets_,
                 "languages": list(self.languages_), "gate": cfg.gate, "mask": cfg.mask, "l0": cfg.l0,
                 "alpha": cfg.alpha, "universal": cfg.universal, "language_dropout": cfg.language_dropout,
-                "tower": list(cfg.tower), "dropout": cfg.dropout}  # fmt: skip
+                "tower": list(cfg.tower), "dropout": cfg.dropout,
+                "affect_dim": cfg.affect_dim if cfg.affect_target else 0, "affect_loss": cfg.affect_loss,
+                "affect_weight": cfg.affect_weight}  # fmt: skip
 
     def train_config(self) -> TrainConfig:
         # the reference divides the learning rate by the number of languages (one step per language batch)
@@ -515,6 +541,48 @@ class MultiGate(TorchModel):
                 self._adapt(train.subset(lang == g), g)
             self.selected = {**self.selected, "few_shot": few}
         self.mask_density_ = self.net_.mask_density()
+        self.affect_readouts_ = self._affect_readouts(train) if self.config.affect_target else {}
+
+    def _batch(self, data: Prepared) -> Batch:
+        batch = super()._batch(data)
+        name, rows = self.config.affect_target, data.data
+        if name and name in rows.targets and not rows.is_categorical(name):
+            keep = rows.mask(name)
+            batch.targets["affect"] = torch.from_numpy(np.where(keep, rows.targets[name], 0.0).astype(np.float32))
+            batch.masks["affect"] = torch.from_numpy(keep)
+        return batch
+
+    def _affect(self, data: Prepared) -> np.ndarray:
+        self.net_.eval()
+        with torch.no_grad():
+            return self.net_(self._batch(data))["affect"].double().numpy()
+
+    def _affect_readouts(self, train: Prepared) -> dict[str, list[float]]:
+        """Least-squares lines from the affect embedding to each value target of the training rows."""
+        name, rows = self.config.affect_target, train.data
+        if name not in rows.targets or rows.is_categorical(name):
+            raise ValueError(f"{self.name}: affect_target {name!r} is not a value target of the training rows; "
+                             f"they have {', '.join(rows.targets)}")  # fmt: skip
+        Z = self._affect(train)
+        out = {}
+        for target in [t for t in rows.targets if not rows.is_categorical(t)]:
+            ok = rows.mask(target)
+            if ok.sum() > Z.shape[1] + 1:
+                coef, *_ = np.linalg.lstsq(np.c_[Z[ok], np.ones(ok.sum())], rows.targets[target][ok].astype(float), rcond=None)
+                out[target] = coef.tolist()
+        return out
+
+    def dimensions(self, data: Dataset) -> dict[str, np.ndarray]:
+        """Arousal/valence (every value target seen in training) read out of the affect embedding,
+        for any language, seen or not: ``model.dimensions(test)["arousal"]``."""
+        if not self.affect_readouts_:
+            raise RuntimeError(f"{self.name}: trained without affect_target; no dimensions to read out")
+        Z = self._affect(self._prepare(data, labels=False))
+        return {k: Z @ np.asarray(c[:-1]) + c[-1] for k, c in self.affect_readouts_.items()}
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = super()._state()
+        return {**meta, "affect_readouts": self.affect_readouts_}, arrays
 
     def _fit_once(self, train: Prepared, valid: Prepared | None) -> None:
         """``TorchModel._fit``, remembered for the process: the folds of one few-shot repeat share
@@ -630,6 +698,7 @@ class MultiGate(TorchModel):
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super()._set_state(meta, arrays)
         self.mask_density_ = self.net_.mask_density()
+        self.affect_readouts_ = meta.get("affect_readouts", {})
 
     def valid_metrics(self, predicted: np.ndarray, valid: Prepared) -> dict[str, float]:
         """``ua_sum``: the sum over languages of each language's UA (the reference's checkpoint rule), and ``ua``."""
