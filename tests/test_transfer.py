@@ -52,7 +52,7 @@ def tree(tmp_path_factory):
     return root
 
 
-def test_a_transfer_run_measures_every_corpus_writes_a_report_and_resumes(tree, tmp_path):
+def test_a_transfer_run_measures_every_corpus_writes_a_report_and_resumes(tree, tmp_path, monkeypatch):
     cfg = TransferConfig(corpora=str(tree), output=str(tmp_path / "out"), store=str(tmp_path / "store"),
                          models=("dae", "dae-metric-act"), features="mfcc", reference_features=(), folds=2, seeds=(0,),
                          cv_folds=2, model_options={"train": {"epochs": 3}}, threads=1)  # fmt: skip
@@ -68,6 +68,12 @@ def test_a_transfer_run_measures_every_corpus_writes_a_report_and_resumes(tree, 
     stamps = [p.stat().st_mtime_ns for p in jobs]
     again = run_transfer(cfg, progress=False)  # every job is read back, none recomputed
     assert [p.stat().st_mtime_ns for p in jobs] == stamps and len(again) == len(measures)
+    from emolingua.models.metric_ae import MetricAutoencoder
+
+    built = MetricAutoencoder.options  # as if a default of the model had changed in the code
+    monkeypatch.setattr(MetricAutoencoder, "options", lambda self: {**built(self), "latent": 3})
+    run_transfer(cfg, progress=False)
+    assert len(list((tmp_path / "out" / "jobs").glob("dae-s0-*.json"))) == 4  # both folds again, under new keys
 
 
 def test_bad_transfer_configs_are_refused_with_the_known_names():

@@ -287,7 +287,9 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = True) -> pd.DataFrame:
     todo = [(m, s, f) for m in cfg.models for s in cfg.seeds for f in range(1, cfg.folds + 1)]
     todo.append(("references", 0, 0))
     for model_name, seed, fold in todo:
-        path = jobs / f"{model_name}-s{seed}-f{fold}-{_key(cfg, manifest, model_name, seed, fold)}.json"
+        # the key holds every option of the model as built, defaults included: a changed default recomputes
+        built = {} if model_name == "references" else get_model(model_name, seed=seed, **cfg.model_options).options()
+        path = jobs / f"{model_name}-s{seed}-f{fold}-{_key(cfg, manifest, model_name, seed, fold, built)}.json"
         if path.exists():
             rows += json.loads(path.read_text())
             continue
