@@ -122,7 +122,9 @@ def plot_latents(*, z: np.ndarray, corpus: np.ndarray, label: np.ndarray, title:
                 right.hist(z[rows, 1], bins=30, range=(lo[1], hi[1]), histtype="step", density=True,
                            color=colours[c], orientation="horizontal")  # fmt: skip
         top.axis("off"), right.axis("off")
-    axes[0][-1].legend(fontsize=6, markerscale=2, loc="lower right")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[c], label=c) for c in classes]
+    fig.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.subplots_adjust(wspace=0.4)
     fig.suptitle(title, y=1.12)
     return _save(fig, path)
 
@@ -134,7 +136,7 @@ def plot_bars(*, values: Mapping[str, Mapping[str, tuple[float, float]]], title:
     groups = list(values)
     series = list(dict.fromkeys(s for g in groups for s in values[g]))
     width = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) * max(1, len(series)) * 0.45), 3.4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(5.0, 0.22 * len(groups) * max(1, len(series)) + 2)), 3.6))
     for j, s in enumerate(series):
         x = np.arange(len(groups)) + (j - (len(series) - 1) / 2) * width
         m = [values[g].get(s, (np.nan, np.nan))[0] for g in groups]
