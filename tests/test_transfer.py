@@ -59,7 +59,7 @@ def test_a_transfer_run_measures_every_corpus_writes_a_report_and_resumes(tree, 
     measures = run_transfer(cfg, progress=False)
     assert set(measures["model"]) == {"dae", "dae-metric-act", "svc on mfcc"}
     assert set(measures["corpus"]) == {"ravdess (held-out speakers)", "emodb"}
-    assert {"bacc", "bacc-zero-shot", "r2", "r2-diff", "spearman", "bhattacharyya"} <= set(measures["metric"])
+    assert {"bacc", "bacc-zero-shot", "r2", "r2-diff", "spearman", "bhattacharyya", "fit-seconds", "outliers-dropped"} <= set(measures["metric"])
     per_job = measures[(measures["model"] == "dae") & (measures["metric"] == "bhattacharyya")]
     assert sorted(per_job["fold"]) == [1, 1, 2, 2]
     report = (tmp_path / "out" / "report.md").read_text()

@@ -184,7 +184,9 @@ def transfer_report(measures, *, cfg: Mapping[str, object], notes: Sequence[str]
     for metric, title in (("r2-diff", "Adjusted R² of label differences on latent differences (the paper's Table 1)"),
                           ("r2", "Adjusted R² of activation / valence on the latent (the paper's Table 2)"),
                           ("spearman", "Spearman's rho between the model's read-out and the label"),
-                          ("bhattacharyya", "Bhattacharyya distance from the source's training latents")):  # fmt: skip
+                          ("bhattacharyya", "Bhattacharyya distance from the source's training latents"),
+                          ("fit-seconds", "Seconds to train one model on the source"),
+                          ("outliers-dropped", "Training rows dropped as outliers (any |z| > 10)")):  # fmt: skip
         dims = [d for d in ("arousal", "valence", "") if not stats[(stats.metric == metric) & (stats.dimension == d)].empty]
         for d in dims:
             rows = [[mo, *(cell(mo, c, metric, "", d) for c in corpora)] for mo in models

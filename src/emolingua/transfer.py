@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ __all__ = ["CLASS_SETS", "TransferConfig", "bhattacharyya", "adjusted_r2", "run_
 
 #: the paper's two class sets (a corpus without one of them uses what it has)
 CLASS_SETS = (("neutral", "sad", "angry"), ("neutral", "sad", "happy", "angry"))
+#: Bump when a job file's content changes meaning: every cached job is then recomputed.
+JOB_FORMAT = 2
 MODELS = ("dae", "dae-metric-act", "dae-metric-val", "vae", "vae-annealed", "vae-ss")
 
 
@@ -183,12 +186,19 @@ def _job(cfg: TransferConfig, X: dict[str, Any], manifest: pd.DataFrame, model_n
     is_train = source & ~held & ~is_valid
     streams = [cfg.features]
     model = get_model(model_name, seed=seed, threads=cfg.threads, **cfg.model_options)
+    start = time.perf_counter()
     model.fit(_rows(X, manifest, np.flatnonzero(is_train), streams), valid=_rows(X, manifest, np.flatnonzero(is_valid), streams))
+    fit_seconds = time.perf_counter() - start
     Z_train = model.transform(_rows(X, manifest, np.flatnonzero(is_train), streams))
     y_train = manifest["label"].astype(str).to_numpy()[is_train]
     out: list[dict[str, Any]] = []
     head = {"model": model_name, "features": cfg.features, "seed": seed, "fold": fold}
-    units = [(f"{cfg.source} (held-out speakers)", held, "source")]
+    source_name = f"{cfg.source} (held-out speakers)"
+    out += [{**head, "corpus": source_name, "role": "source", "n": int(is_train.sum()), "metric": "fit-seconds",
+             "value": fit_seconds},
+            {**head, "corpus": source_name, "role": "source", "n": int(is_train.sum()), "metric": "outliers-dropped",
+             "value": float(model.selected.get("outliers_dropped", 0))}]  # fmt: skip
+    units = [(source_name, held, "source")]
     units += [(c, corpus == c, "target") for c in sorted(set(corpus.tolist()) - {cfg.source})]
     rng = np.random.default_rng(seed)
     latents: dict[str, list[Any]] = {"z": [], "corpus": [], "label": []}
@@ -252,7 +262,7 @@ def _references(cfg: TransferConfig, X: dict[str, Any], manifest: pd.DataFrame, 
 
 def _key(cfg: TransferConfig, manifest: pd.DataFrame, *parts: Any) -> str:
     what = {k: v for k, v in to_dict(cfg).items() if k not in ("output", "store", "threads", "models", "seeds")}
-    text = json.dumps([what, manifest["path"].tolist(), manifest["content"].tolist(), parts], default=str)
+    text = json.dumps([JOB_FORMAT, what, manifest["path"].tolist(), manifest["content"].tolist(), parts], default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
