@@ -23,6 +23,16 @@ def write_tone(path: Path, *, seconds: float = 0.2, rate: int = 16000, channels:
     return path
 
 
+def write_voice(path: Path, f0: float, seed: int, *, seconds: float = 0.5) -> Path:
+    """Write a voiced-like harmonic tone at ``f0`` Hz plus a little noise (16 kHz); the folder is created."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 4)) * 0.2 + 0.02 * rng.standard_normal(len(t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), 16000)
+    return path
+
+
 @pytest.fixture
 def tone():
     return write_tone

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import write_voice
 
 from emolingua.benchmark import BenchmarkConfig, load_emobox_reference, run_benchmark
 from emolingua.reports import plot_confusion
@@ -17,12 +18,7 @@ PITCH = {"01": 120.0, "03": 260.0, "04": 90.0, "05": 330.0}  # ravdess codes: ne
 EMODB = {"N": 120.0, "F": 260.0, "T": 90.0, "W": 330.0}
 
 
-def _voice(path, f0, seed):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(0.5 * 16000)) / 16000
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 4)) * 0.2 + 0.02 * rng.standard_normal(len(t))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), 16000)
+_voice = write_voice
 
 
 @pytest.fixture(scope="module")

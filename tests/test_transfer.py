@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_voice
 
 from emolingua.errors import ConfigError
 from emolingua.transfer import TransferConfig, adjusted_r2, bhattacharyya, run_transfer
@@ -26,12 +26,7 @@ def test_bhattacharyya_distance_and_adjusted_r2_match_hand_computed_values():
     assert math.isnan(adjusted_r2(np.arange(2.0), np.array([1.0, 2.0])))  # too few rows for the predictors
 
 
-def _voice(path, f0, seed):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(0.4 * 16000)) / 16000
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 4)) * 0.2 + 0.02 * rng.standard_normal(len(t))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), 16000)
+_voice = write_voice
 
 
 @pytest.fixture(scope="module")
