@@ -186,10 +186,11 @@ def _job(cfg: TransferConfig, X: dict[str, Any], manifest: pd.DataFrame, model_n
     is_train = source & ~held & ~is_valid
     streams = [cfg.features]
     model = get_model(model_name, seed=seed, threads=cfg.threads, **cfg.model_options)
+    train_rows = _rows(X, manifest, np.flatnonzero(is_train), streams)
     start = time.perf_counter()
-    model.fit(_rows(X, manifest, np.flatnonzero(is_train), streams), valid=_rows(X, manifest, np.flatnonzero(is_valid), streams))
+    model.fit(train_rows, valid=_rows(X, manifest, np.flatnonzero(is_valid), streams))
     fit_seconds = time.perf_counter() - start
-    Z_train = model.transform(_rows(X, manifest, np.flatnonzero(is_train), streams))
+    Z_train = model.transform(train_rows)
     y_train = manifest["label"].astype(str).to_numpy()[is_train]
     out: list[dict[str, Any]] = []
     head = {"model": model_name, "features": cfg.features, "seed": seed, "fold": fold}
