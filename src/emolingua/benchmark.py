@@ -553,11 +553,14 @@ def _job_file(jobs_dir: Path, unit: str, fold: int, key: str) -> Path:
     return jobs_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{unit}-fold{fold:03d}") + f"-{key[:20]}.json")
 
 
-def _failed(path: Path) -> bool:
+def _cached(path: Path) -> dict[str, Any] | None:
+    """A job file's result, or None when it must be computed (missing, unreadable, or failed with
+    an error that may since be fixed; a fold too small for the protocol stays cached)."""
     try:
-        return bool(json.loads(path.read_text()).get("retry"))
+        job = json.loads(path.read_text())
     except (OSError, ValueError):
-        return True  # unreadable: computed again
+        return None
+    return None if job.get("retry") else job
 
 
 def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, splits: pd.DataFrame, out: Path,
@@ -568,8 +571,8 @@ def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, s
     keys = _job_keys(cfg, base, manifest, splits)
     groups = [((str(u), int(f)), rows) for (u, f), rows in splits.groupby(["unit", "fold"], sort=True)]
     files = {uf: _job_file(jobs_dir, *uf, keys[uf]) for uf, _ in groups}
-    # a fold that failed with an error is tried again (the error may be fixed); one too small is not
-    todo = [(uf, rows) for uf, rows in groups if not files[uf].exists() or _failed(files[uf])]
+    results = {uf: _cached(files[uf]) for uf, _ in groups}
+    todo = [(uf, rows) for uf, rows in groups if results[uf] is None]
 
     from joblib import Parallel, delayed
     from rich.console import Console
@@ -582,10 +585,11 @@ def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, s
         runner = Parallel(n_jobs=cfg.workers, return_as="generator_unordered")
         for result in runner(delayed(_run_job)(cfg, X, manifest, rows) for _, rows in todo):
             uf = (result["unit"], result["fold"])
+            results[uf] = json.loads(json.dumps({"key": keys[uf], **result}))  # as a reader of the file sees it
             with atomic_write(files[uf], "w") as f:  # written at once: a killed run resumes here
-                f.write(json.dumps({"key": keys[uf], **result}))
+                f.write(json.dumps(results[uf]))
             bar.advance(task)
-    jobs = [json.loads(files[uf].read_text()) for uf, _ in groups]
+    jobs = [results[uf] for uf, _ in groups]
     counts = {"total": len(groups), "reused": len(groups) - len(todo), "computed": len(todo),
               "skipped": sum("skipped" in j for j in jobs)}  # fmt: skip
     for job, (uf, _) in zip(jobs, groups):
