@@ -208,7 +208,7 @@ def _job(cfg: TransferConfig, X: dict[str, Any], manifest: pd.DataFrame, model_n
         data = _rows(X, manifest, idx, streams)
         Z = model.transform(data)
         labels = data.targets["label"]
-        dims = model.dimensions(data)
+        dims = model.read_out(Z)  # the latent just computed, not a second encoder pass
         latents["z"].append(Z), latents["corpus"].append(np.full(len(Z), name)), latents["label"].append(labels)
         base = {**head, "corpus": name, "role": role, "n": int(len(idx))}
 
@@ -283,7 +283,7 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = True) -> pd.DataFrame:
     if cfg.source not in set(manifest["corpus"]):
         raise ConfigError(f"source {cfg.source!r}: no such corpus among {', '.join(sorted(set(manifest['corpus'])))}")
     for name in cfg.models:
-        if model_class(name).task != "regression" or not hasattr(model_class(name), "transform"):
+        if model_class(name).task != "regression" or not hasattr(model_class(name), "read_out"):
             raise ConfigError(f"models: {name!r} has no latent embedding (transform); use one of {', '.join(MODELS)}")
     widest = max(cfg.class_sets, key=len)
     usable = manifest.groupby("corpus")["label"].agg(lambda v: len(set(v) & set(widest)) >= 2)

@@ -326,8 +326,11 @@ class MetricAutoencoder(RegressionModel):
 
     def dimensions(self, data: Dataset) -> dict[str, np.ndarray]:
         """Every read-out the model has (e.g. arousal and valence), each (N,): ``model.dimensions(test)``."""
-        Z = self.transform(data)
-        return {name: self._read(Z, name) for name in self.readouts_}
+        return self.read_out(self.transform(data))
+
+    def read_out(self, latent: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`dimensions` of latents already computed by :meth:`transform`."""
+        return {name: self._read(latent, name) for name in self.readouts_}
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
