@@ -106,6 +106,15 @@ def test_one_utterance_alone_or_in_a_batch_of_30_gives_the_same_output(name, dat
 
 
 @pytest.mark.parametrize("name", model_names())
+def test_embed_gives_one_finite_vector_per_row_alone_or_in_a_batch(name, data, fitted):
+    test, model = data["test"], fitted[name]
+    together = model.embed(test)
+    assert together.ndim == 2 and len(together) == len(test) and together.shape[1] > 0
+    assert np.isfinite(together).all()
+    np.testing.assert_allclose(model.embed(test.subset([3])), together[3:4], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", model_names())
 def test_a_language_unseen_in_training_is_predicted(name, data, fitted):
     """Defined per model (language-independent parts, or a universal head): an answer, never an error or NaN."""
     unseen = rows(12, seed=4, language="sw", corpus="new")

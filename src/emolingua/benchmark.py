@@ -818,6 +818,11 @@ def load_rows(cfg: BenchmarkConfig, *, progress: bool = True) -> tuple[dict[str,
     return X, manifest, notes + left_out
 
 
+def feature_extractors(cfg: BenchmarkConfig) -> list[FeatureExtractor]:
+    """The extractors of ``cfg``'s streams, as :func:`load_rows` builds them (the config checked first)."""
+    return _check(_checked(cfg).resolved())
+
+
 def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a benchmark and write results.json, report.md and the figures to ``cfg.output``.
 

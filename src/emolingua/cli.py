@@ -493,6 +493,105 @@ def transfer_cmd(
     typer.echo((Path(cfg.output) / "report.md").read_text(), nl=False)
 
 
+# --------------------------------------------------------------------------- train / predict
+@app.command("train")
+def train_cmd(
+    corpora: Annotated[Optional[str], typer.Option(help="Folder to scan, or a manifest file.")] = None,
+    output: Annotated[Optional[str], typer.Option(help="The pipeline folder to write.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="The emotion head: a registered classifier (default logreg).")] = None,
+    features: Annotated[Optional[str], typer.Option(help="Extractor(s), joined by commas (default whisper-base).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML/JSON config; options given here override it.")] = None,
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="Model option key=value.")] = None,
+    corpus: Annotated[Optional[list[str]], typer.Option("--corpus", help="Only these corpora (repeatable).")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Feature store folder.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Extraction processes (default 1).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Any config field, KEY=VALUE (repeatable).")] = None,
+) -> None:
+    """Train a pipeline on all the data (valid speakers carved out in each corpus) and write its folder."""
+    from emolingua.train import TrainConfig, train_pipeline
+
+    overrides = {"corpora": corpora, "output": output, "model": model, "features": features, "store": store,
+                 "workers": workers, "only_corpora": tuple(corpus) if corpus else None,
+                 "model_options": _parse_options(model_option) if model_option else None}  # fmt: skip
+    if config is None and not set_ and (corpora is None or output is None):
+        raise ConfigError("train: --corpora and --output are needed (or --config FILE)")
+    cfg = TrainConfig.from_file(config, overrides=set_ or (), **overrides)
+    folder = train_pipeline(cfg)
+    spec = json.loads((folder / "pipeline.json").read_text())
+    for head, info in spec["heads"].items():
+        score = info["valid_score"]
+        shown = "n/a" if score is None else f"{100 * score:.1f} %" if info["valid_metric"] == "UA" else f"{score:.3f}"
+        err_console.print(f"{head}: {info['model']} on {info['train_rows']} rows, valid {info['valid_metric']} "
+                          f"{shown} (SI, {info['valid_rows']} rows), chose {info['selected']}", highlight=False)  # fmt: skip
+    typer.echo(str(folder))
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "" if value is None or (isinstance(value, float) and value != value) else f"{value:.{digits}f}"
+
+
+@app.command("predict")
+def predict_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for a list of paths on stdin.")],
+    model: Annotated[str, typer.Option(help="default (shipped), a pipeline folder, or hf:<repo id>.")] = "default",
+    language: Annotated[str, typer.Option(help="ISO code of the speech, for models with per-language parts.")] = "",
+    segments: Annotated[Optional[str], typer.Option(help="vad | window | none (default: the pipeline's, vad).")] = None,
+    window: Annotated[Optional[float], typer.Option(help="Window length in seconds (--segments window).")] = None,
+    hop: Annotated[Optional[float], typer.Option(help="Hop between windows in seconds (default: the window).")] = None,
+    max_segment: Annotated[Optional[float], typer.Option(help="Longest VAD segment in seconds (default 10).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="FILE.csv | .jsonl | .parquet: one row per segment and per file.")] = None,
+    backend: Annotated[str, typer.Option(help="torch | onnx (after `emolingua export onnx`).")] = "torch",
+    threads: Annotated[Optional[int], typer.Option(help="Torch/BLAS threads (default: all cores).")] = None,
+) -> None:
+    """Emotion, arousal and valence of each segment of each recording, and of each whole file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from emolingua.pipelines import Pipeline, resolve_model
+    from emolingua.predict import FORMATS, expand_inputs, predict_to_file
+
+    if output is not None and output.suffix not in FORMATS:
+        raise InputFileError(f"{output}: unknown output format; use {', '.join(FORMATS)}")
+    files = expand_inputs(paths)
+    if not files:
+        raise InputFileError(f"{' '.join(paths)}: no audio files found")
+    ser = Pipeline(resolve_model(model), backend=backend, threads=threads, language=language)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=len(files) < 2) as bar:  # fmt: skip
+        task = bar.add_task("predict", total=len(files))
+
+        def done(result: Any) -> None:
+            results.append(result)
+            if result.error:
+                err_console.print(f"[red]failed:[/] {escape(result.file)}: {escape(result.error)}", highlight=False)
+            bar.advance(task)
+
+        failed = predict_to_file(ser=ser, files=files, output=output, segments=segments, on_result=done,
+                                 window=window, hop=hop, max_segment=max_segment)  # fmt: skip
+    if output is not None:
+        err_console.print(f"wrote {output} ({len(results)} files, {sum(len(r.segments) for r in results)} segments)")
+    else:
+        table = Table(title=f"emolingua predict ({ser.folder.name}; arousal/valence 0..1, 0.5 neutral)")
+        for col in ("file", "start", "end", "label", "score", "arousal", "valence"):
+            table.add_column(col, justify="right" if col not in ("file", "label") else "left")
+        for r in results:
+            if r.error:
+                continue
+            rows = r.segments if len(r.segments) > 1 else []
+            for s in rows:
+                table.add_row("", _fmt(s["start"]), _fmt(s["end"]), s["label"], _fmt(s["score"]),
+                              _fmt(s.get("arousal")), _fmt(s.get("valence")))  # fmt: skip
+            summary = r.summary
+            table.add_row(f"[bold]{escape(r.file)}[/]", _fmt(summary["start"]), _fmt(summary["end"]),
+                          f"[bold]{summary.get('label') or summary.get('note', '')}[/]", _fmt(summary.get("score")),
+                          _fmt(summary.get("arousal")), _fmt(summary.get("valence")),
+                          end_section=True)  # fmt: skip
+        console.print(table)
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {len(files)} files failed[/]")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point: users' mistakes are one line on stderr and exit status 2 (see ``_Group``)."""
     app()

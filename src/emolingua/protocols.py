@@ -65,6 +65,7 @@ from emolingua.fileio import content_keys
 
 __all__ = [
     "KNOWN_PROTOCOLS",
+    "valid_speakers",
     "ROLES",
     "SHARED_LABELS",
     "TRANSFER_PROTOCOLS",
@@ -228,6 +229,27 @@ def make_splits(
     splits["protocol"] = pd.Series([str(proto)] * len(splits), dtype=object)
     splits["seed"] = np.full(len(splits), seed, dtype=np.int64)
     return splits[list(SPLIT_COLUMNS)]
+
+
+def valid_speakers(manifest: pd.DataFrame, *, fraction: float = 0.15, seed: int = 0, stratify_on: str = "label"
+                   ) -> np.ndarray:  # fmt: skip
+    """Which rows go to validation when a final model trains on everything: in each corpus about
+    ``fraction`` of its speakers (never all; none when it has one), chosen as the folds choose them.
+
+    >>> roles = valid_speakers(manifest, fraction=0.2)        # array of "train" / "valid"  # doctest: +SKIP
+    """
+    _check_fraction(fraction)
+    _check_manifest(manifest, {"path", "corpus", "speaker", _column(stratify_on, "stratify_on")})
+    table = _normalise(manifest.reset_index(drop=True), stratify_on)
+    table["_row"] = np.arange(len(table))
+    roles = np.full(len(table), "train", dtype=object)
+    for corpus, rows in table.groupby("corpus", sort=True):
+        rows = rows.sort_values("path", kind="stable").reset_index(drop=True)  # input order must not matter
+        rows["_unit"] = _speaker_units(rows, note=f"{corpus}: ")
+        rng = np.random.default_rng([_check_seed(seed), zlib.crc32(str(corpus).encode())])
+        chosen = _valid_speakers(rows["_unit"].to_numpy(), rows["_y"].to_numpy(), fraction, rng)
+        roles[rows.loc[rows["_unit"].isin(chosen), "_row"].to_numpy()] = "valid"
+    return roles.astype(str)
 
 
 def _check_seed(seed: object) -> int:

@@ -344,6 +344,14 @@ class Model(ABC):
         assert self.classes_ is not None
         return self.classes_[np.argmax(self.predict_proba(data), axis=1)]
 
+    def embed(self, data: Dataset) -> np.ndarray:
+        """One vector per row, the utterance embedding: by default the viewed, normalised pooled
+        features the model reads; models that learn a representation return it instead.
+
+        >>> model.embed(test).shape                          # (rows, dim)  # doctest: +SKIP
+        """
+        return np.asarray(self._prepare(data, labels=False).flat, dtype=np.float32)
+
     # -- saving ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model folder (``model.json``, ``weights.safetensors``): ``model.save("runs/m")``."""

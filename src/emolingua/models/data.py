@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the features layer is only needed to load from a store
     from emolingua.features.base import FeatureExtractor
     from emolingua.features.store import FeatureStore
 
-__all__ = ["Dataset", "Frames", "Stream", "frame_streams"]
+__all__ = ["Dataset", "Frames", "Stream", "describe_streams", "frame_streams"]
 
 _META = ("corpus", "language", "speaker", "ids")
 
@@ -124,6 +124,20 @@ def frame_streams(*, spec: str, rows: Sequence[dict[str, np.ndarray] | None], id
         return {}
     names = sorted(rows[idx[0]] or {})
     return {f"{spec}/{name}": Frames.from_list([rows[i][name] for i in idx]) for name in names}  # type: ignore[index]
+
+
+def describe_streams(*, extractors: Sequence[FeatureExtractor], streams: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """How each stream was made (extractor spec, fingerprint, identity): what a saved model keeps so
+    that the same features can be computed again for new audio. Frame streams are ``spec/name``."""
+    out: dict[str, dict[str, Any]] = {}
+    by_spec = {ex.spec: ex for ex in extractors}
+    for name in streams:
+        spec, _, frames = name.partition("/")
+        if (ex := by_spec.get(spec)) is None:
+            continue
+        out[name] = {"spec": ex.spec, "fingerprint": ex.fingerprint(), "identity": ex.identity(),
+                     "streams": list(ex.streams), **({"frames": frames} if frames else {})}  # fmt: skip
+    return out
 
 
 def _take(stream: Stream, idx: np.ndarray) -> Stream:
@@ -303,16 +317,12 @@ class Dataset:
                 found &= np.array([r is not None for r in rows], dtype=bool)
         idx = np.flatnonzero(found)
         streams: dict[str, Stream] = {}
-        features: dict[str, dict[str, Any]] = {}
         for ex in extractors:
             pooled, _, rows = loaded[ex.spec]
             streams[ex.spec] = pooled[idx]
-            features[ex.spec] = {"spec": ex.spec, "fingerprint": ex.fingerprint(), "identity": ex.identity(),
-                                 "streams": list(ex.streams)}  # fmt: skip
             if frames:
-                for name, seqs in frame_streams(spec=ex.spec, rows=rows, idx=idx).items():
-                    streams[name] = seqs
-                    features[name] = {**features[ex.spec], "frames": name.split("/", 1)[1]}
+                streams.update(frame_streams(spec=ex.spec, rows=rows, idx=idx))
+        features = describe_streams(extractors=extractors, streams=streams)
         rows_m = manifest.iloc[idx]
 
         def column(name: str) -> Any:

@@ -324,6 +324,10 @@ class MetricAutoencoder(RegressionModel):
         with limited_threads(self.config.threads):
             return self._latent(self._prepare(data, labels=False))
 
+    def embed(self, data: Dataset) -> np.ndarray:
+        """The latent embedding (see :meth:`transform`), float32."""
+        return np.asarray(self.transform(data), dtype=np.float32)
+
     def dimensions(self, data: Dataset) -> dict[str, np.ndarray]:
         """Every read-out the model has (e.g. arousal and valence), each (N,): ``model.dimensions(test)``."""
         return self.read_out(self.transform(data))
