@@ -34,24 +34,36 @@ def write_voice(path: Path, f0: float, seed: int, *, seconds: float = 0.5) -> Pa
 
 
 def speechlike(seconds: float, *, seed: int = 0, rate: int = 16000, f0: float = 120.0) -> np.ndarray:
-    """Vowel-like audio silero-vad takes for speech: a sawtooth source through formant resonators
-    (a new vowel every 200 ms) under a 4 Hz syllable envelope, plus a little noise."""
+    """Syllable-like audio silero-vad takes for speech: voiced stretches of 120-300 ms (a sawtooth
+    at a varying pitch through three formant resonators), some after a fricative-like noise burst,
+    with short gaps; a little noise throughout."""
     import scipy.signal as ss
 
     rng = np.random.default_rng(seed)
     n = int(round(seconds * rate))
-    t = np.arange(n) / rate
-    phase = 2 * np.pi * np.cumsum(f0 + 20 * np.sin(2 * np.pi * 0.5 * t)) / rate
-    source = ss.sawtooth(phase)
-    vowels = [(700, 1200, 2600), (300, 2300, 3000), (500, 900, 2500), (400, 1900, 2600)]
     out = np.zeros(n)
-    step = int(0.2 * rate)
-    for i in range(0, n, step):
-        piece = source[i : i + step]
+    vowels = [(700, 1200, 2600), (300, 2300, 3000), (500, 900, 2500), (400, 1900, 2600), (600, 1000, 2400)]
+    i, phase = 0, 0.0
+    while i < n:
+        if rng.random() < 0.4:
+            burst = int(rng.uniform(0.04, 0.08) * rate)
+            b, a = ss.butter(2, [3000, 7000], btype="band", fs=rate)
+            noise = 0.15 * ss.lfilter(b, a, rng.standard_normal(burst))
+            out[i : i + burst] += noise[: max(0, min(burst, n - i))]
+            i += burst
+        m = min(int(rng.uniform(0.12, 0.3) * rate), n - i)
+        if m <= 0:
+            break
+        t = np.arange(m) / rate
+        pitch = f0 * rng.uniform(0.85, 1.25) * (1 + rng.uniform(-0.2, 0.2) * t / max(t[-1], 1e-3))
+        ph = phase + 2 * np.pi * np.cumsum(pitch) / rate
+        phase = ph[-1]
+        voiced = np.zeros(m)
         for f in vowels[rng.integers(len(vowels))]:
-            b, a = ss.iirpeak(f, 8, fs=rate)
-            out[i : i + step] += ss.lfilter(b, a, piece)
-    out *= 0.5 * (1 + np.sin(2 * np.pi * 4 * t))
+            b, a = ss.iirpeak(f, 6, fs=rate)
+            voiced += ss.lfilter(b, a, ss.sawtooth(ph))
+        out[i : i + m] += voiced / max(np.abs(voiced).max(), 1e-9) * np.hanning(m) ** 0.5 * rng.uniform(0.5, 1.0)
+        i += m + int(rng.uniform(0.02, 0.08) * rate)
     return (0.3 * out / max(np.abs(out).max(), 1e-9) + 0.003 * rng.standard_normal(n)).astype(np.float32)
 
 

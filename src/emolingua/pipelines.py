@@ -35,7 +35,7 @@ from emolingua.features import FeatureExtractor, Features, get_extractor
 from emolingua.inference import extractors_of
 from emolingua.models import Dataset, Model
 from emolingua.models.data import Frames
-from emolingua.segments import SegmentOptions, Source, open_source, segment_times
+from emolingua.segments import RATE, SegmentOptions, Source, open_source, segment_times
 from emolingua.system import limited_threads
 
 __all__ = ["FileResult", "Pipeline", "default_model_dir", "pipeline", "resolve_model"]
@@ -45,7 +45,7 @@ PIPELINE_FORMAT = 1
 HEADS = ("emotion", "arousal", "valence")
 TASKS = ("emotion", "audio-classification", "speech-emotion-recognition")
 #: Audio seconds whose features are computed together (bounds memory on long recordings).
-BATCH_SECONDS = 120.0
+BATCH_SECONDS = 60.0
 #: Inputs a pipeline call accepts.
 Input = str | os.PathLike | bytes | np.ndarray | dict
 
@@ -238,7 +238,9 @@ class Pipeline:
         for k, item in enumerate(inputs):
             name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<input {k}>"
             try:
-                source = open_source(item, name=None if isinstance(item, (str, os.PathLike)) else name)
+                # a bare array is taken as 16 kHz mono, as transformers' audio pipelines take it
+                source = open_source(item, rate=RATE if isinstance(item, np.ndarray) else None,
+                                     name=None if isinstance(item, (str, os.PathLike)) else name)  # fmt: skip
                 yield self.analyse(source, options=opts)
             except AudioError as exc:
                 yield FileResult(file=exc.path, error=exc.reason)
@@ -247,8 +249,10 @@ class Pipeline:
     def __call__(self, inputs: Input | list[Input], *, segments: str | None = None, top_k: int | None = None,
                  **options: Any) -> Any:  # fmt: skip
         """Labels with scores, best first (``segments=None``: the whole input as one segment), or with
-        ``segments="vad"|"window"`` a list of segment dicts per input. A list gives a list. A bad
-        input raises :class:`~emolingua.audio.AudioError` naming it (``predict`` goes on instead)."""
+        ``segments="vad"|"window"`` a list of segment dicts per input. A list gives a list. Inputs:
+        a path, encoded bytes, a numpy array (16 kHz), ``{"array", "sampling_rate"}`` (any rate,
+        mono or stereo). A bad input raises :class:`~emolingua.audio.AudioError` naming it
+        (``predict`` goes on instead)."""
         many = isinstance(inputs, list)
         items = inputs if many else [inputs]
         out = []
@@ -271,7 +275,7 @@ class Pipeline:
         many = isinstance(inputs, list)
         vectors = []
         for k, item in enumerate(inputs if many else [inputs]):
-            source = open_source(item)
+            source = open_source(item, rate=RATE if isinstance(item, np.ndarray) else None)
             (start, end), = segment_times(source=source, options=self.options("none"))
             with limited_threads(self.threads):
                 rows = self._rows([source.read(start, end)])

@@ -34,8 +34,8 @@ FORMATS = (".csv", ".jsonl", ".parquet")
 
 def expand_inputs(items: Sequence[str], *, stdin: IO[str] | None = None) -> list[str]:
     """Paths from files, folders (recursive; audio extensions only), globs and ``-`` (one path per
-    line of ``stdin``), in the order given, each once. A name that matches nothing is kept, so
-    that it is reported as not found with the other failures.
+    line of ``stdin``), in the order given, each once. A path that does not exist is kept, so that
+    it is reported as not found with the other failures; a glob that matches nothing adds nothing.
 
     >>> expand_inputs(["no/such.wav"])
     ['no/such.wav']

@@ -12,8 +12,8 @@ samples whether it is processed alone or among others.
 
 Segmenters (``how``):
 * ``vad``: silero-vad (weights in its wheel, run with onnxruntime) speech regions, padded by
-  ``pad`` seconds, at least ``min_speech`` long; a region longer than ``max_segment`` is cut
-  where the speech pauses longest, else evenly.
+  ``pad`` seconds, at least ``min_speech`` long, split at pauses of ``min_silence`` or more; a
+  region longer than ``max_segment`` is cut where the speech pauses longest, else evenly.
 * ``window``: windows of ``window`` seconds every ``hop`` seconds; a last partial window is
   kept when it is at least ``min_speech`` long.
 * ``none``: the whole recording as one segment, up to ``max_seconds`` (longer ones fail with
@@ -52,7 +52,7 @@ class SegmentOptions:
     """How a recording is cut (see the module docstring); times in seconds.
 
     >>> SegmentOptions(how="window", window=4.0, hop=2.0)
-    SegmentOptions(how='window', window=4.0, hop=2.0, max_segment=10.0, min_speech=0.25, pad=0.1, threshold=0.5, max_seconds=600.0)
+    SegmentOptions(how='window', window=4.0, hop=2.0, max_segment=10.0, min_speech=0.25, min_silence=0.3, pad=0.1, threshold=0.5, max_seconds=600.0)
     """
 
     how: str = "vad"
@@ -60,6 +60,7 @@ class SegmentOptions:
     hop: float | None = None
     max_segment: float = 10.0
     min_speech: float = 0.25
+    min_silence: float = 0.3
     pad: float = 0.1
     threshold: float = 0.5
     max_seconds: float = 600.0
@@ -72,7 +73,7 @@ class SegmentOptions:
         for name in ("window", "hop", "max_segment", "max_seconds"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be a positive number of seconds")
-        for name in ("min_speech", "pad"):
+        for name in ("min_speech", "min_silence", "pad"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be >= 0 seconds")
         if not 0 < self.threshold < 1:
@@ -226,19 +227,25 @@ def open_source(item: str | os.PathLike | bytes | np.ndarray | dict, *, rate: in
 
 # ----------------------------------------------------------------------------- voice activity
 _VAD_LOCK = threading.Lock()
+_VAD = threading.local()  # one model per thread: its recurrent state is per recording, reset for each
 
 
 def _vad_model() -> object:
-    """silero-vad's ONNX model (a fresh state per recording); importing silero_vad sets torch to one
-    thread, so the caller's thread count is put back."""
-    import torch
+    """silero-vad's ONNX model for this thread. Importing silero_vad sets torch to one thread, so
+    the caller's thread count is put back."""
+    model = getattr(_VAD, "model", None)
+    if model is None:
+        import warnings
 
-    threads = torch.get_num_threads()
-    with _VAD_LOCK:
-        from silero_vad import load_silero_vad
+        import torch
 
-        model = load_silero_vad(onnx=True)
-    torch.set_num_threads(threads)
+        threads = torch.get_num_threads()
+        with _VAD_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # silero_vad's use of importlib.resources.path
+            from silero_vad import load_silero_vad
+
+            model = _VAD.model = load_silero_vad(onnx=True)
+        torch.set_num_threads(threads)
     return model
 
 
@@ -292,6 +299,7 @@ def segment_times(*, source: Source, options: SegmentOptions = SegmentOptions())
     spans = get_speech_timestamps_from_probs(
         probs.tolist(), sampling_rate=RATE, threshold=options.threshold,
         min_speech_duration_ms=int(options.min_speech * 1000), max_speech_duration_s=options.max_segment,
+        min_silence_duration_ms=int(options.min_silence * 1000),
         speech_pad_ms=int(options.pad * 1000), audio_length_samples=int(round(duration * RATE)))  # fmt: skip
     return [(round(s["start"] / RATE, 6), round(min(s["end"] / RATE, duration), 6)) for s in spans]
 

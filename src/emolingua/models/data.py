@@ -132,9 +132,11 @@ def describe_streams(*, extractors: Sequence[FeatureExtractor], streams: Iterabl
     out: dict[str, dict[str, Any]] = {}
     by_spec = {ex.spec: ex for ex in extractors}
     for name in streams:
-        spec, _, frames = name.partition("/")
-        if (ex := by_spec.get(spec)) is None:
+        # a spec may hold slashes itself (whisper:/models/x): the frame suffix is what follows a known spec
+        spec = name if name in by_spec else next((s for s in by_spec if name.startswith(f"{s}/")), None)
+        if spec is None:
             continue
+        ex, frames = by_spec[spec], name[len(spec) + 1 :]
         out[name] = {"spec": ex.spec, "fingerprint": ex.fingerprint(), "identity": ex.identity(),
                      "streams": list(ex.streams), **({"frames": frames} if frames else {})}  # fmt: skip
     return out
