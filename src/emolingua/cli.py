@@ -493,6 +493,26 @@ def transfer_cmd(
     typer.echo((Path(cfg.output) / "report.md").read_text(), nl=False)
 
 
+# ------------------------------------------------------------------------------ export
+export_app = typer.Typer(help="Export a pipeline for other runtimes (ONNX).", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The folder to write (model.onnx, pipeline.json, ...).")],
+    model: Annotated[str, typer.Option(help="default (shipped), a pipeline folder, or hf:<repo id>.")] = "default",
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 17).")] = None,
+) -> None:
+    """One ONNX graph from the log-mel to the scores; predict with it by `--backend onnx`."""
+    from emolingua.export import export_onnx
+
+    folder = export_onnx(model=model, output=output, opset=opset)
+    err_console.print(f"wrote {folder / 'model.onnx'}; use it with: emolingua predict FILES --model {folder} "
+                      "--backend onnx", highlight=False)  # fmt: skip
+    typer.echo(str(folder))
+
+
 # --------------------------------------------------------------------------- train / predict
 @app.command("train")
 def train_cmd(
@@ -544,8 +564,9 @@ def predict_cmd(
     threads: Annotated[Optional[int], typer.Option(help="Torch/BLAS threads (default: all cores).")] = None,
 ) -> None:
     """Emotion, arousal and valence of each segment of each recording, and of each whole file."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from emolingua.audio import AudioError, probe_audio
     from emolingua.pipelines import Pipeline, resolve_model
     from emolingua.predict import FORMATS, expand_inputs, predict_to_file
 
@@ -556,18 +577,33 @@ def predict_cmd(
         raise InputFileError(f"{' '.join(paths)}: no audio files found")
     ser = Pipeline(resolve_model(model), backend=backend, threads=threads, language=language)
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True, disable=len(files) < 2) as bar:  # fmt: skip
-        task = bar.add_task("predict", total=len(files))
+    durations = {}
+    for f in files:  # headers only: the bar counts audio seconds, so one long file shows progress too
+        try:
+            durations[f] = probe_audio(f, check_tail=False).duration
+        except AudioError:
+            durations[f] = 0.0
+    total = sum(durations.values())
+    done_in = {"file": "", "at": 0.0}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
+                  TimeElapsedColumn(), console=err_console, transient=True,
+                  disable=len(files) < 2 and total < 60) as bar:  # fmt: skip
+        task = bar.add_task("predict", total=total)
+
+        def step(file: str, at: float) -> None:
+            if file != done_in["file"]:
+                done_in.update(file=file, at=0.0)
+            bar.advance(task, max(at - done_in["at"], 0.0))
+            done_in["at"] = max(at, done_in["at"])
 
         def done(result: Any) -> None:
             results.append(result)
             if result.error:
                 err_console.print(f"[red]failed:[/] {escape(result.file)}: {escape(result.error)}", highlight=False)
-            bar.advance(task)
+            step(result.file, durations.get(result.file, 0.0))
 
         failed = predict_to_file(ser=ser, files=files, output=output, segments=segments, on_result=done,
-                                 window=window, hop=hop, max_segment=max_segment)  # fmt: skip
+                                 on_progress=step, window=window, hop=hop, max_segment=max_segment)  # fmt: skip
     if output is not None:
         err_console.print(f"wrote {output} ({len(results)} files, {sum(len(r.segments) for r in results)} segments)")
     else:
@@ -590,6 +626,25 @@ def predict_cmd(
     if failed:
         err_console.print(f"[red]{len(failed)} of {len(files)} files failed[/]")
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------ serve
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[str, typer.Option(help="default (shipped), a pipeline folder, or hf:<repo id>.")] = "default",
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Processes, each with its own copy of the model and queue.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help="Torch/BLAS threads per worker (default: cores / workers).")] = None,
+    max_mb: Annotated[float, typer.Option(help="Largest request body in MB (1 MB = 10^6 bytes); larger: 413.")] = 50.0,
+    max_seconds: Annotated[float, typer.Option(help="Longest recording in seconds; longer: 413.")] = 600.0,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting or running per worker; more: 429.")] = 16,
+) -> None:
+    """Serve the model over HTTP: POST /v1/predict, GET /v1/health, GET /v1/models, and a web page at /."""
+    from emolingua.service import serve
+
+    serve(model=model, host=host, port=port, workers=workers, threads=threads, max_bytes=int(max_mb * 1_000_000),
+          max_seconds=max_seconds, max_queue=max_queue)  # fmt: skip
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -194,8 +194,10 @@ class Pipeline:
                     out[dim] = np.clip(head.predict(rows.select(streams=list(head.streams_))), 0.0, 1.0)
             return out
 
-    def analyse(self, source: Source, *, options: SegmentOptions | None = None) -> FileResult:
-        """One recording, segment by segment: ``ser.analyse(open_source("talk.wav"))``."""
+    def analyse(self, source: Source, *, options: SegmentOptions | None = None,
+                on_progress: Callable[[float], None] | None = None) -> FileResult:  # fmt: skip
+        """One recording, segment by segment: ``ser.analyse(open_source("talk.wav"))``; ``on_progress``
+        gets the position reached (seconds into the recording) after each batch of segments."""
         options = options or self.segment_options
         result = FileResult(file=source.name, duration=source.duration)
         times = segment_times(source=source, options=options)
@@ -208,6 +210,8 @@ class Pipeline:
                 i += 1
             clips = [source.read(s, e) for s, e in batch]
             scores = self.score(clips)
+            if on_progress is not None:
+                on_progress(batch[-1][1])
             for j, (start, end) in enumerate(batch):
                 p = scores["proba"][j]
                 row: dict[str, Any] = {"start": round(start, 3), "end": round(end, 3),
@@ -230,10 +234,11 @@ class Pipeline:
             base["hop"] = None  # a new window without a hop: windows side by side
         return SegmentOptions(**base)
 
-    def predict(self, inputs: Iterable[Input], *, segments: str | None = None, **options: Any
-                ) -> Iterator[FileResult]:  # fmt: skip
+    def predict(self, inputs: Iterable[Input], *, segments: str | None = None,
+                on_progress: Callable[[str, float], None] | None = None, **options: Any) -> Iterator[FileResult]:  # fmt: skip
         """A :class:`FileResult` per input, in order; an input that fails gets its ``error`` and the
-        rest go on: ``for r in ser.predict(paths, segments="vad"): print(r.summary)``."""
+        rest go on: ``for r in ser.predict(paths, segments="vad"): print(r.summary)``.
+        ``on_progress(file, seconds)``: how far into ``file`` scoring has come (for progress bars)."""
         opts = self.options(segments, **options)
         for k, item in enumerate(inputs):
             name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<input {k}>"
@@ -241,7 +246,8 @@ class Pipeline:
                 # a bare array is taken as 16 kHz mono, as transformers' audio pipelines take it
                 source = open_source(item, rate=RATE if isinstance(item, np.ndarray) else None,
                                      name=None if isinstance(item, (str, os.PathLike)) else name)  # fmt: skip
-                yield self.analyse(source, options=opts)
+                report = None if on_progress is None else (lambda at, file=source.name: on_progress(file, at))
+                yield self.analyse(source, options=opts, on_progress=report)
             except AudioError as exc:
                 yield FileResult(file=exc.path, error=exc.reason)
 

@@ -115,13 +115,14 @@ class _Writer:
 
 def predict_to_file(*, ser: Pipeline, files: Iterable[str], output: str | os.PathLike | None = None,
                     segments: str | None = None, on_result: Callable[[FileResult], None] | None = None,
-                    **options: Any) -> dict[str, str]:  # fmt: skip
+                    on_progress: Callable[[str, float], None] | None = None, **options: Any) -> dict[str, str]:  # fmt: skip
     """Run ``files`` through ``ser``, append each file's rows to ``output`` (when given) as it
-    finishes, call ``on_result`` with each result; returns ``{file: reason}`` of the failures."""
+    finishes, call ``on_result`` with each result (and ``on_progress`` as :meth:`Pipeline.predict`
+    does); returns ``{file: reason}`` of the failures."""
     writer = _Writer(Path(output)) if output is not None else None
     failed: dict[str, str] = {}
     try:
-        for result in ser.predict(files, segments=segments, **options):
+        for result in ser.predict(files, segments=segments, on_progress=on_progress, **options):
             if result.error:
                 failed[result.file] = result.error
             if writer is not None:
