@@ -187,7 +187,7 @@ def test_unknown_routes_and_methods_answer_json_too(client):
 
 
 def test_a_crash_is_a_json_500_that_hides_its_message_and_the_next_request_is_served(client, ser, monkeypatch):
-    def broken(clips):
+    def broken(clips, **options):
         raise RuntimeError("/srv/secret/weights broke")
 
     score = ser.score
@@ -234,10 +234,10 @@ def test_a_full_queue_answers_429_at_once_and_a_bad_file_does_not_wait(ser, monk
     entered, release = threading.Event(), threading.Event()
     score = ser.score
 
-    def blocking_score(clips):
+    def blocking_score(clips, **options):
         entered.set()
         release.wait(20)
-        return score(clips)
+        return score(clips, **options)
 
     monkeypatch.setattr(ser, "score", blocking_score)
     upload = {"content": WAV, "headers": {"Content-Type": "audio/wav"}}
@@ -247,7 +247,9 @@ def test_a_full_queue_answers_429_at_once_and_a_bad_file_does_not_wait(ser, monk
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
             try:
                 first = asyncio.create_task(http.post("/v1/predict", **upload))
+                deadline = time.monotonic() + 30
                 while not entered.is_set():  # the first request holds the model
+                    assert not first.done() and time.monotonic() < deadline, "the first request never reached the model"
                     await asyncio.sleep(0.01)
                 started = time.monotonic()
                 junk = await http.post("/v1/predict", content=b"junk" * 100, headers={"Content-Type": "audio/wav"})

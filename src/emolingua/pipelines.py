@@ -147,7 +147,7 @@ class Pipeline:
         if backend == "onnx":
             from emolingua.export import OnnxRunner
 
-            self._onnx = OnnxRunner(self.folder)
+            self._onnx = OnnxRunner(self.folder, threads=threads)
             return
         if backend != "torch":
             raise ConfigError(f"backend={backend!r}: must be torch or onnx")
@@ -168,7 +168,7 @@ class Pipeline:
         return f"Pipeline({str(self.folder)!r}, heads={list(self.heads)}, labels={self.labels})"
 
     # -- scoring --------------------------------------------------------------------------------
-    def _rows(self, clips: Sequence[np.ndarray]) -> Dataset:
+    def _rows(self, clips: Sequence[np.ndarray], language: str | None = None) -> Dataset:
         """The streams every head reads, computed from the clips in memory."""
         streams: dict[str, Any] = {}
         for ex in self._extractors:
@@ -176,17 +176,17 @@ class Pipeline:
             streams[ex.spec] = np.stack([f.pooled for f in feats])
             for name in sorted(feats[0].frames or {}):
                 streams[f"{ex.spec}/{name}"] = Frames.from_list([f.frames[name] for f in feats])  # type: ignore[index]
-        return Dataset(streams=streams, language=[self.language] * len(clips))
+        return Dataset(streams=streams, language=[self.language if language is None else language] * len(clips))
 
-    def score(self, clips: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def score(self, clips: Sequence[np.ndarray], *, language: str | None = None) -> dict[str, np.ndarray]:
         """``proba`` (N, labels), and ``arousal`` / ``valence`` (N,) where the pipeline has them, of
-        16 kHz mono clips: ``ser.score([samples])["proba"]``."""
+        16 kHz mono clips in ``language`` (None: the pipeline's): ``ser.score([samples])["proba"]``."""
         if not clips:
             return {"proba": np.zeros((0, len(self.labels)))}
         with limited_threads(self.threads):
             if self._onnx is not None:
                 return self._onnx.score(clips)
-            rows = self._rows(clips)
+            rows = self._rows(clips, language)
             out = {"proba": self.heads["emotion"].predict_proba(rows.select(streams=list(self.heads["emotion"].streams_)))}
             for dim in ("arousal", "valence"):
                 if dim in self.heads:
@@ -194,10 +194,11 @@ class Pipeline:
                     out[dim] = np.clip(head.predict(rows.select(streams=list(head.streams_))), 0.0, 1.0)
             return out
 
-    def analyse(self, source: Source, *, options: SegmentOptions | None = None,
+    def analyse(self, source: Source, *, options: SegmentOptions | None = None, language: str | None = None,
                 on_progress: Callable[[float], None] | None = None) -> FileResult:  # fmt: skip
-        """One recording, segment by segment: ``ser.analyse(open_source("talk.wav"))``; ``on_progress``
-        gets the position reached (seconds into the recording) after each batch of segments."""
+        """One recording, segment by segment: ``ser.analyse(open_source("talk.wav"))``; ``language``
+        overrides the pipeline's for this call; ``on_progress`` gets the position reached (seconds
+        into the recording) after each batch of segments."""
         options = options or self.segment_options
         result = FileResult(file=source.name, duration=source.duration)
         times = segment_times(source=source, options=options)
@@ -209,7 +210,7 @@ class Pipeline:
                 seconds += times[i][1] - times[i][0]
                 i += 1
             clips = [source.read(s, e) for s, e in batch]
-            scores = self.score(clips)
+            scores = self.score(clips, language=language)
             if on_progress is not None:
                 on_progress(batch[-1][1])
             for j, (start, end) in enumerate(batch):

@@ -291,15 +291,11 @@ class Service:
             self.ser.analyse(source, options=self.ser.options(how))
 
     def _analyse(self, source: Source, options: SegmentOptions, language: str) -> FileResult:
-        """In the inference thread: one request at a time, so the language can be set for it."""
-        before = self.ser.language
-        self.ser.language = language or before
+        """In the inference thread: the model is never used by two requests at once."""
         try:
-            return self.ser.analyse(source, options=options)
+            return self.ser.analyse(source, options=options, language=language or None)
         except AudioError as exc:  # the header was fine (see _decode): the samples are not
             raise RequestError(422, f"{source.name}: {exc.reason}") from None
-        finally:
-            self.ser.language = before
 
     async def predict(self, request: Request) -> dict[str, Any]:
         """The answer to ``POST /v1/predict`` (see the module docstring for the errors)."""
