@@ -562,6 +562,8 @@ def predict_cmd(
     output: Annotated[Optional[Path], typer.Option(help="FILE.csv | .jsonl | .parquet: one row per segment and per file.")] = None,
     backend: Annotated[str, typer.Option(help="torch | onnx (after `emolingua export onnx`).")] = "torch",
     threads: Annotated[Optional[int], typer.Option(help="Torch/BLAS threads (default: all cores).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Whisper's matrix products in the torch backend: bf16 | "
+                                                          "fp32 | int8 (default: as the model was trained).")] = None,
 ) -> None:
     """Emotion, arousal and valence of each segment of each recording, and of each whole file."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -575,7 +577,7 @@ def predict_cmd(
     files = expand_inputs(paths)
     if not files:
         raise InputFileError(f"{' '.join(paths)}: no audio files found")
-    ser = Pipeline(resolve_model(model), backend=backend, threads=threads, language=language)
+    ser = Pipeline(resolve_model(model), backend=backend, threads=threads, language=language, precision=precision)
     results = []
     durations = {}
     for f in files:  # headers only: the bar counts audio seconds, so one long file shows progress too
