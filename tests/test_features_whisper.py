@@ -282,3 +282,17 @@ def test_whisper_base_offline(capfd):
     want, got = np.stack([b.pooled for b in batched]), np.stack([b.pooled for b in bf16])
     assert np.abs(got - want).mean() / np.abs(want).mean() < 0.02
     assert _cosines(got, want).min() > 0.99
+
+
+def test_up_to_stops_the_encoder_with_the_same_numbers_below(tiny):
+    ex = get_extractor(f"whisper:{tiny}", precision="fp32")
+    full = ex.extract(CLIPS)
+    early = ex.extract(CLIPS, up_to=1)
+    for f, e in zip(full, early):
+        assert e.pooled.shape == f.pooled.shape
+        np.testing.assert_array_equal(e.pooled[:2], f.pooled[:2])
+        assert np.isnan(e.pooled[2:]).all()
+    with pytest.raises(ConfigError, match="up_to=3: hidden states are 0..2"):
+        ex.extract(CLIPS, up_to=3)
+    with pytest.raises(ConfigError, match="below frame_layers"):
+        get_extractor(f"whisper:{tiny}", precision="fp32", frame_layers=(2,)).extract(CLIPS, up_to=1)

@@ -14,6 +14,7 @@ from conftest import speechlike, talk
 from emolingua import Pipeline, pipeline
 from emolingua.audio import AudioError
 from emolingua.errors import ConfigError, InputFileError
+from emolingua.models import Model
 from emolingua.pipelines import default_model_dir, resolve_model
 
 
@@ -170,3 +171,15 @@ def test_the_shipped_default_is_small_complete_and_predicts():
     ser = pipeline("emotion")
     out = ser(speechlike(2.0, seed=5))
     assert out[0]["label"] in spec["labels"] and sum(d["score"] for d in out) == pytest.approx(1.0)
+
+
+def test_the_encoder_stops_at_the_last_layer_a_head_reads_with_identical_scores(tiny_pipeline):
+    ser = Pipeline(tiny_pipeline)
+    chosen = max(Model.load(tiny_pipeline / h).config.view.layers[0] for h in ("emotion", "arousal", "valence"))
+    assert list(ser._up_to.values()) == [chosen]
+    clips = [speechlike(1.0, seed=s) for s in range(3)]
+    early = ser.score(clips)
+    ser._up_to = {k: None for k in ser._up_to}
+    full = ser.score(clips)
+    for key in early:
+        np.testing.assert_array_equal(early[key], full[key])

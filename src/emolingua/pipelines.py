@@ -32,6 +32,7 @@ import numpy as np
 from emolingua.audio import AudioError
 from emolingua.errors import ConfigError, InputFileError
 from emolingua.features import FeatureExtractor, Features, get_extractor
+from emolingua.features.whisper import WhisperExtractor
 from emolingua.inference import extractors_of
 from emolingua.models import Dataset, Model
 from emolingua.models.data import Frames
@@ -163,16 +164,35 @@ class Pipeline:
                     # an explicit choice (e.g. fp32 to compare with the ONNX graph): no warning
                     ex = get_extractor(ex.spec, **{**ex.identity()["options"], "precision": precision})
                 self._extractors.append(ex)
+        self._up_to = {ex.spec: self._last_state_read(ex) for ex in self._extractors}
 
     def __repr__(self) -> str:
         return f"Pipeline({str(self.folder)!r}, heads={list(self.heads)}, labels={self.labels})"
+
+    def _last_state_read(self, ex: FeatureExtractor) -> int | None:
+        """The last Whisper hidden state any head reads (the encoder can stop there: the default
+        model reads layer 3 of 6), or None to compute them all."""
+        if not isinstance(ex, WhisperExtractor):
+            return None
+        top = -1
+        for head in self.heads.values():
+            for stream, shape in head.streams_.items():
+                if stream.startswith(f"{ex.spec}/"):
+                    return None  # frame sequences: their layers are the extractor's own option
+                if stream == ex.spec:
+                    layers = head.config.view.layers
+                    if not isinstance(layers, tuple):
+                        return None
+                    top = max(top, *(i % shape[0] for i in layers))
+        return top if top >= 0 else None
 
     # -- scoring --------------------------------------------------------------------------------
     def _rows(self, clips: Sequence[np.ndarray], language: str | None = None) -> Dataset:
         """The streams every head reads, computed from the clips in memory."""
         streams: dict[str, Any] = {}
         for ex in self._extractors:
-            feats: list[Features] = ex.extract(list(clips))
+            up_to = self._up_to.get(ex.spec)
+            feats: list[Features] = ex.extract(list(clips)) if up_to is None else ex.extract(list(clips), up_to=up_to)  # type: ignore[call-arg]
             streams[ex.spec] = np.stack([f.pooled for f in feats])
             for name in sorted(feats[0].frames or {}):
                 streams[f"{ex.spec}/{name}"] = Frames.from_list([f.frames[name] for f in feats])  # type: ignore[index]

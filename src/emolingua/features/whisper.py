@@ -200,8 +200,8 @@ class WhisperExtractor(FeatureExtractor):
 
     # -- the encoder, masked ----------------------------------------------------------------------
     @torch.inference_mode()
-    def _encode(self, mels: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        """Hidden states of each mel (n_mels, T): per clip a list of (frames, d) tensors."""
+    def _encode(self, mels: list[torch.Tensor], up_to: int | None = None) -> list[list[torch.Tensor]]:
+        """Hidden states 0..``up_to`` (default: all) of each mel (n_mels, T): per clip a list of (frames, d) tensors."""
         enc = self._load()
         lengths = [m.shape[1] for m in mels]
         # Pad to a multiple of the bucket: every new input shape costs the CPU kernels a
@@ -225,16 +225,28 @@ class WhisperExtractor(FeatureExtractor):
         x = (x + enc.embed_positions.weight[:t_out]) * keep
         states = [x]
         for i, layer in enumerate(enc.layers):
+            if up_to is not None and i >= up_to:  # the states below do not depend on the layers above
+                break
             x = _layer_forward(layer, x, attn_mask, dtype).mul_(keep)  # padded rows stay zero (int8 scales)
             states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
         return [[s[b, : n_out[b]] for s in states] for b in range(len(mels))]
 
     # -- the public call --------------------------------------------------------------------------
-    def extract(self, clips: Sequence[np.ndarray]) -> list[Features]:
-        with limited_threads(self.config.threads):  # the caller's thread count is left as it was
-            return self._extract(clips)
+    def extract(self, clips: Sequence[np.ndarray], *, up_to: int | None = None) -> list[Features]:
+        """Features of each clip; ``up_to=k`` runs the encoder only as far as hidden state k (the
+        states above are NaN rows): prediction with a model that reads early layers, at a fraction
+        of the cost, with the same numbers in the states computed. Never used to fill a store.
 
-    def _extract(self, clips: Sequence[np.ndarray]) -> list[Features]:
+        >>> ex.extract([samples], up_to=3)[0].pooled[3]                          # doctest: +SKIP
+        """
+        if up_to is not None and not 0 <= up_to < self.n_states:
+            raise ConfigError(f"{self.spec}: up_to={up_to!r}: hidden states are 0..{self.n_states - 1}")
+        if up_to is not None and any(i > up_to for i in self.config.frame_layers):
+            raise ConfigError(f"{self.spec}: up_to={up_to} is below frame_layers {list(self.config.frame_layers)}")
+        with limited_threads(self.config.threads):  # the caller's thread count is left as it was
+            return self._extract(clips, up_to)
+
+    def _extract(self, clips: Sequence[np.ndarray], up_to: int | None = None) -> list[Features]:
         cfg = self.config
         self._load()
         assert self._filters is not None
@@ -253,14 +265,19 @@ class WhisperExtractor(FeatureExtractor):
         budget = 0 if cfg.precision == "int8" else cfg.batch_frames or BATCH_FRAMES[cfg.precision]
         for group in _length_batches([pieces[order[g]][1].shape[1] for g in range(len(order))], budget):
             idx = [order[g] for g in group]
-            encoded = self._encode([pieces[i][1] for i in idx])
+            encoded = self._encode([pieces[i][1] for i in idx], up_to)
             for i, states in zip(idx, encoded):
                 keep = (pieces[i][2] + 1) // 2
                 per_clip[pieces[i][0]].append([s[:keep] for s in states])
-        return [self._features(windows) for windows in per_clip]
+        return [self._features(windows) for windows in per_clip]  # (states not computed: NaN rows)
 
     def _features(self, windows: list[list[torch.Tensor]]) -> Features:
-        return layer_features(windows, frame_layers=self.config.frame_layers, frame_stride=self.config.frame_stride)
+        feats = layer_features(windows, frame_layers=self.config.frame_layers, frame_stride=self.config.frame_stride)
+        missing = self.n_states - feats.pooled.shape[0]
+        if missing > 0:  # the encoder stopped early (extract's up_to)
+            pad = np.full((missing, feats.pooled.shape[1]), np.nan, dtype=np.float32)
+            feats = Features(pooled=np.concatenate([feats.pooled, pad]), frames=feats.frames)
+        return feats
 
 
 def _layer_forward(layer: torch.nn.Module, x: torch.Tensor, attn_mask: torch.Tensor, dtype: torch.dtype
