@@ -180,4 +180,4 @@ def test_cli_misspelt_key_fails_before_any_work_naming_the_known_keys(tmp_path, 
     assert res.exit_code == 2 and not seen and "Traceback" not in res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --set protcol=loso: unknown config keys ['protcol']")
-    assert "known: ['corpora', 'drop_labels', 'emobox_reference', 'feature_options'" in lines[0]
+    assert "known: ['corpora', 'drop_labels', 'emobox_reference', 'executor', 'feature_options'" in lines[0]

@@ -31,7 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ from emolingua import __version__
 from emolingua.config import load_config, runtime, to_dict
 from emolingua.corpora import read_manifest, scan_corpora, write_manifest
 from emolingua.errors import ConfigError, InputFileError
+from emolingua.executors import check_executor, executor_session
 from emolingua.features import FeatureExtractor, get_extractor
 from emolingua.features.extract import default_store_dir, extract_to_store
 from emolingua.features.store import FeatureStore
@@ -96,8 +97,11 @@ class BenchmarkConfig:
     the 6-class EmoDB that Wang et al. 2022 report).
     workers: parallel fold jobs (and extraction processes); threads: BLAS/torch threads of each
     (default: the cores divided by ``workers``, so that workers x threads never exceeds the cores).
-    Fields marked ``runtime`` (output, store, workers, threads) say where and how fast, not what is
-    computed, so :func:`emolingua.config.fingerprint` leaves them out.
+    executor: ``local`` (this machine's processes) or ``ray``: extraction batches and fold jobs
+    become Ray tasks on the cluster at ``ray_address`` (default: ``$RAY_ADDRESS``, else a Ray
+    instance started on this machine), ``threads`` (default 1) per task; see :mod:`emolingua.executors`.
+    Fields marked ``runtime`` (output, store, workers, threads, executor, ray_address) say where and
+    how fast, not what is computed, so :func:`emolingua.config.fingerprint` and the job keys leave them out.
     """
 
     corpora: str
@@ -121,6 +125,8 @@ class BenchmarkConfig:
     n_boot: int = 1000
     workers: int = runtime(1)
     threads: int | None = runtime(None)
+    executor: str = runtime("local")
+    ray_address: str | None = runtime(None)
     emobox_reference: str | None = None
 
     def __post_init__(self) -> None:
@@ -151,7 +157,10 @@ class BenchmarkConfig:
 
     @property
     def threads_per_worker(self) -> int:
-        """``threads``, or the cores divided among the workers (at least one)."""
+        """``threads``, or the cores divided among the workers (at least one); on Ray one per task
+        (the driver's cores say nothing about the nodes')."""
+        if self.executor == "ray":
+            return self.threads or 1
         return self.threads or max(1, cpu_count() // max(1, self.workers))
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +252,7 @@ def _check(cfg: BenchmarkConfig) -> list[FeatureExtractor]:
             raise ConfigError(f"{name} {value}: must be at least {low}")
     if any(k < 0 for k in cfg.shots):
         raise ConfigError(f"shots {list(cfg.shots)}: must be whole numbers >= 0")
+    check_executor(executor=cfg.executor, ray_address=cfg.ray_address)
     try:
         model = get_model(cfg.model, **_model_options(cfg, cfg.normalisation))
     except (TypeError, ValueError) as exc:
@@ -368,7 +378,8 @@ def _features(cfg: BenchmarkConfig, extractors: list[FeatureExtractor], manifest
     loaded = {}
     for extractor in extractors:
         summary = extract_to_store(paths=paths, keys=keys, extractor=extractor, store=store, durations=durations,
-                                   workers=cfg.workers, progress=progress)  # fmt: skip
+                                   workers=cfg.workers, progress=progress, executor=cfg.executor,
+                                   ray_address=cfg.ray_address)  # fmt: skip
         X, found, rows = store.load(keys=keys, extractor=extractor, frames=frames)  # twins: every row gets the entry
         finite = found & np.isfinite(X.reshape(len(X), -1)).all(axis=1) if X.size else found
         reasons = dict(summary.failures)
@@ -563,6 +574,46 @@ def _cached(path: Path) -> dict[str, Any] | None:
     return None if job.get("retry") else job
 
 
+def _local_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame,
+                todo: list[tuple[tuple[str, int], pd.DataFrame]]) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The jobs' results as they finish, ``cfg.workers`` processes at a time on this machine."""
+    from joblib import Parallel, delayed
+
+    runner = Parallel(n_jobs=cfg.workers, return_as="generator_unordered")
+    yield from runner(delayed(_run_job)(cfg, X, manifest, rows) for _, rows in todo)
+
+
+def _ray_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame,
+              todo: list[tuple[tuple[str, int], pd.DataFrame]]) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The jobs' results as they finish, each job a Ray task. The features and the manifest go to
+    the cluster once; a job that fails for good is returned as not scored, to be retried by the
+    next run (like a fold that failed with an error locally)."""
+    if not todo:
+        return
+    from emolingua.executors import RayTasks, describe_error, ray_session
+
+    # explicit threads: a job on a node must not count that node's cores (its numbers would then depend on where it ran)
+    threads = cfg.threads_per_worker
+    job_cfg = dataclasses.replace(cfg, threads=threads)
+    with ray_session(address=cfg.ray_address):
+        import ray
+
+        shared = [ray.put(job_cfg), ray.put(X), ray.put(manifest)]
+        tasks: RayTasks[tuple[str, int]] = RayTasks(_run_job, num_cpus=threads)
+        try:
+            for uf, rows in todo:
+                tasks.submit(uf, *shared, rows)
+            while tasks.running:
+                for (unit, fold), result, error in tasks.wait():
+                    if error is not None:
+                        result = {"unit": unit, "fold": fold, "retry": True,
+                                  "skipped": f"{unit} fold {fold}: not scored, its Ray task failed {tasks.retries + 1} "
+                                             f"times ({describe_error(error)}); the next run computes it again"}  # fmt: skip
+                    yield result
+        finally:
+            tasks.cancel()
+
+
 def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, splits: pd.DataFrame, out: Path,
               base: dict[str, Any], *, progress: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
     """Every job's result (cached ones read back) and the counts of jobs reused and computed."""
@@ -574,7 +625,6 @@ def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, s
     results = {uf: _cached(files[uf]) for uf, _ in groups}
     todo = [(uf, rows) for uf, rows in groups if results[uf] is None]
 
-    from joblib import Parallel, delayed
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -582,8 +632,8 @@ def _run_jobs(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, s
                   TextColumn("eta"), TimeRemainingColumn(), disable=not progress,
                   console=Console(stderr=True)) as bar:  # fmt: skip  (stdout carries results only)
         task = bar.add_task(f"{cfg.model} on {cfg.protocol}", total=len(groups), completed=len(groups) - len(todo))
-        runner = Parallel(n_jobs=cfg.workers, return_as="generator_unordered")
-        for result in runner(delayed(_run_job)(cfg, X, manifest, rows) for _, rows in todo):
+        run = _ray_jobs if cfg.executor == "ray" else _local_jobs
+        for result in run(cfg, X, manifest, todo):
             uf = (result["unit"], result["fold"])
             results[uf] = json.loads(json.dumps({"key": keys[uf], **result}))  # as a reader of the file sees it
             with atomic_write(files[uf], "w") as f:  # written at once: a killed run resumes here
@@ -837,7 +887,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, progress: bool = True) -> dict[str, A
 
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))  # tuples as lists
-    with warnings.catch_warnings(record=True) as caught:
+    # one Ray session, if any, for the extraction and the fold jobs
+    with executor_session(executor=cfg.executor, address=cfg.ray_address), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         manifest, notes = _manifest(cfg, out)
         languages = manifest.groupby("corpus")["language"].first().astype(str).to_dict()

@@ -292,15 +292,21 @@ def features_extract(
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own model copy.")] = 1,
     batch_seconds: Annotated[float, typer.Option(help="Audio seconds per stored batch.")] = 120.0,
+    executor: Annotated[str, typer.Option(help="local (this machine's processes) or ray (each batch a Ray task; "
+                                                "pip install 'emolingua[ray]').")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT for --executor ray (default: "
+                                                            "$RAY_ADDRESS, else a Ray instance on this machine).")] = None,
 ) -> None:
     """Fill the store with features of every file in MANIFEST; a rerun resumes."""
     from emolingua.corpora import read_manifest
+    from emolingua.executors import check_executor
     from emolingua.features import get_extractor
     from emolingua.features.extract import default_store_dir, extract_to_store
     from emolingua.features.store import FeatureStore
     from emolingua.fileio import check_writable
 
     _at_least(1, workers=workers, threads=threads, batch_seconds=batch_seconds)
+    check_executor(executor=executor, ray_address=ray_address)
     options = _parse_options(option)
     if threads is not None:
         options["threads"] = threads
@@ -311,7 +317,8 @@ def features_extract(
         err_console.print(f"[yellow]licence:[/] {ex.licence_note}")
     summary = extract_to_store(paths=df["path"].tolist(), extractor=ex, store=feature_store,
                                durations=df["duration"].tolist() if "duration" in df else None,
-                               batch_seconds=batch_seconds, workers=workers)  # fmt: skip
+                               batch_seconds=batch_seconds, workers=workers, executor=executor,
+                               ray_address=ray_address)  # fmt: skip
     for path, reason in summary.failures:
         err_console.print(f"[yellow]failed[/] {path}: {reason}")
     console.print(
@@ -443,6 +450,10 @@ def benchmark_cmd(
     threads: Annotated[
         Optional[int], typer.Option(help="BLAS/torch threads per worker (default: the cores divided by --workers).")
     ] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local (default) or ray: extraction batches and fold jobs "
+                                                          "as Ray tasks (pip install 'emolingua[ray]').")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster HOST:PORT for --executor ray (default: "
+                                                            "$RAY_ADDRESS, else a Ray instance on this machine).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", "-s", help="Any config field by its dotted name, KEY=VALUE (repeatable; applied last), "
                             "e.g. -s protocol=loso -s model_options.C=[0.1] -s seed=3.")] = None,
@@ -454,7 +465,8 @@ def benchmark_cmd(
                  "target": target, "layers": layers, "normalise": normalise, "seed": seed, "store": store,
                  "workers": workers, "threads": threads, "joint": joint, "only_corpora": tuple(corpus) if corpus else None,
                  "feature_options": _parse_options(feature_option) if feature_option else None,
-                 "model_options": _parse_options(model_option) if model_option else None}  # fmt: skip
+                 "model_options": _parse_options(model_option) if model_option else None,
+                 "executor": executor, "ray_address": ray_address}  # fmt: skip
     if config is None and not set_ and (corpora is None or output is None):
         raise ConfigError("benchmark: --corpora and --output are needed (or --config FILE)")
     cfg = BenchmarkConfig.from_file(config, overrides=set_ or (), **overrides)

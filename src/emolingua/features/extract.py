@@ -24,6 +24,17 @@ an extractor error (the batch is then retried clip by clip, so one file cannot b
 batch, nor every rerun at the same place), and features holding NaN or infinity (never
 stored). A configuration error (:class:`~emolingua.errors.EmolinguaError`) stops the run.
 
+Executors: by default batches run in this machine's processes (``workers``). With
+``executor="ray"`` this process is the driver: it plans and claims the batches as above and
+sends each one as a Ray task, which decodes and extracts it on whichever node Ray picks, with
+the very code a local worker runs, and returns the features; the driver writes the shard. So
+the store needs no filesystem shared with the nodes (only the audio must be readable on every
+node, at the same path), each result is written exactly once (Ray may run a task again after
+its worker died; only the result it hands back is stored), and the store holds the same
+shards, array for array, as after a local run. A task that still fails after its retries
+(:data:`emolingua.executors.RAY_RETRIES`) has its files recorded as failures and the run goes
+on; a driver killed mid-run loses only the batches in flight, and a rerun resumes.
+
 Cores are never oversubscribed: ``workers`` is capped at the cores this process may use, and
 with several workers an extractor whose ``threads`` option is unset gets
 ``cores // workers`` threads in each (one worker and no ``threads``: the extractor decides).
@@ -33,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import time
 from collections import deque
@@ -45,6 +57,7 @@ import numpy as np
 
 from emolingua.audio import AudioError, load_audio, probe_audio
 from emolingua.errors import ConfigError, EmolinguaError
+from emolingua.executors import check_executor
 from emolingua.features.base import FeatureExtractor, Features
 from emolingua.features.store import FeatureStore
 from emolingua.fileio import content_keys, path_list
@@ -56,6 +69,8 @@ __all__ = ["ExtractSummary", "default_store_dir", "duration_batches", "extract_t
 DECODE_AHEAD = 1
 #: Seconds between looks at batches other processes hold.
 POLL_SECONDS = 0.5
+#: Seconds a Ray driver's list of stored keys may be old (see ``_Claims``).
+RELIST_SECONDS = 5.0
 
 NON_FINITE = "the extractor produced NaN or infinite features (not stored); the audio may be extreme or broken"
 
@@ -170,39 +185,103 @@ def _batch_name(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
 
 
-def _run_batches(*, extractor: FeatureExtractor, store: FeatureStore, batches: list[Batch], on_batch: OnBatch) -> None:
-    """Claim, re-check, decode ahead, extract and store batches until none is left (see the module docstring)."""
-    pending = list(batches)
-    seen: set[str] = set()  # shards whose keys are in ``stored``
-    stored: set[str] = set()
-    held: set[Path] = set()
+@dataclass
+class _Done:
+    """One batch computed: what to store, its audio seconds, its failures (path, reason), and the
+    fingerprint of the extractor that computed it (a Ray node's must match the driver's)."""
 
-    def take() -> tuple[list[Item], Path] | None:
+    keys: list[str]
+    features: list[Features]
+    audio_seconds: float
+    failures: list[tuple[str, str]]
+    fingerprint: str = ""
+
+
+def _compute(extractor: FeatureExtractor, todo: list[Item], decoded: list[tuple[np.ndarray | None, str | None]]
+             ) -> _Done:  # fmt: skip
+    """Features of one decoded batch, whichever executor runs it: every executor stores the same arrays."""
+    failures = [(p, err) for (_, paths), (_, err) in zip(todo, decoded) if err for p in paths]
+    good = [(key, paths, s) for (key, paths), (s, _) in zip(todo, decoded) if s is not None]
+    results = _extract_each(extractor, [s for _, _, s in good]) if good else []
+    keep = [(key, s, f) for (key, _, s), f in zip(good, results) if isinstance(f, Features)]
+    failures += [(p, f) for (_, paths, _), f in zip(good, results) if isinstance(f, str) for p in paths]
+    return _Done(keys=[k for k, _, _ in keep], features=[f for _, _, f in keep],
+                 audio_seconds=sum(len(s) for _, s, _ in keep) / extractor.sample_rate, failures=failures)  # fmt: skip
+
+
+def _keep(store: FeatureStore, extractor: FeatureExtractor, done: _Done) -> None:
+    """Write one computed batch as a shard and its failures to failures.jsonl."""
+    if done.keys:
+        store.write(extractor=extractor, keys=done.keys, features=done.features)
+    if done.failures:
+        store.record_failures(extractor=extractor, failures=done.failures)
+
+
+class _Claims:
+    """The batches this process has yet to see; each is claimed before it is computed (see the module docstring).
+
+    ``relist_seconds``: how stale the list of stored keys may be when a claimed batch is checked
+    against it; 0 (local workers): listed again after every claim. Listing reads the whole shard
+    folder (about 1 s per 100,000 shards), so a Ray driver, which feeds many nodes, lists at most
+    that often, and never spends more than about a tenth of its time on it; a batch another
+    process stored in between is then computed twice (harmless: the entries are the same).
+    """
+
+    def __init__(self, *, extractor: FeatureExtractor, store: FeatureStore, batches: list[Batch], on_batch: OnBatch,
+                 relist_seconds: float = 0.0) -> None:  # fmt: skip
+        self.extractor, self.store, self.on_batch = extractor, store, on_batch
+        self.pending = list(batches)
+        self.seen: set[str] = set()  # shards whose keys are in ``stored``
+        self.stored: set[str] = set()
+        self.held: set[Path] = set()
+        self.relist_seconds = relist_seconds
+        self.next_listing = -float("inf")
+
+    def take(self) -> tuple[list[Item], Path] | None:
         """The next batch this process may compute, claimed and without what is stored by now."""
-        for batch in list(pending):
+        for batch in list(self.pending):
             name, items = batch
-            claim = store.claim(extractor=extractor, name=name)
+            claim = self.store.claim(extractor=self.extractor, name=name)
             if claim is None:
                 continue
-            pending.remove(batch)
+            self.pending.remove(batch)
             # after the claim: whoever held it before wrote its shard before letting it go
-            new = store.shard_keys(extractor=extractor, verify=False, skip=seen)
-            seen.update(new)
-            stored.update(k for keys in new.values() for k in keys)
-            todo = [item for item in items if item[0] not in stored]
+            if (start := time.monotonic()) >= self.next_listing:
+                new = self.store.shard_keys(extractor=self.extractor, verify=False, skip=self.seen)
+                self.seen.update(new)
+                self.stored.update(k for keys in new.values() for k in keys)
+                took = time.monotonic() - start
+                self.next_listing = start + (max(self.relist_seconds, 10 * took) if self.relist_seconds else 0.0)
+            todo = [item for item in items if item[0] not in self.stored]
             if len(todo) < len(items):
-                on_batch(0.0, [], [k for k, _ in items if k in stored], [])
+                self.on_batch(0.0, [], [k for k, _ in items if k in self.stored], [])
             if todo:
-                held.add(claim)
+                self.held.add(claim)
                 return todo, claim
-            store.release(claim)
+            self.store.release(claim)
         return None
 
+    def finish(self, claim: Path, done: _Done) -> None:
+        """Store a computed batch, then let its claim go."""
+        _keep(self.store, self.extractor, done)
+        self.store.release(claim)
+        self.held.discard(claim)
+        self.on_batch(done.audio_seconds, done.keys, [], done.failures)
+
+    def release_all(self) -> None:
+        for claim in self.held:
+            self.store.release(claim)
+        self.held.clear()
+
+
+def _run_batches(*, extractor: FeatureExtractor, store: FeatureStore, batches: list[Batch], on_batch: OnBatch) -> None:
+    """Claim, re-check, decode ahead, extract and store batches until none is left (see the module docstring)."""
+    claims = _Claims(extractor=extractor, store=store, batches=batches, on_batch=on_batch)
     window: deque[tuple[list[Item], Path, Future]] = deque()
     with ThreadPoolExecutor(max_workers=1) as decoder:
 
         def fill() -> None:
-            while len(window) <= DECODE_AHEAD and (got := take()) is not None:
+            while len(window) <= DECODE_AHEAD and (got := claims.take()) is not None:
                 todo, claim = got
                 window.append((todo, claim, decoder.submit(_decode, [paths[0] for _, paths in todo],
                                                            extractor.sample_rate)))  # fmt: skip
@@ -211,30 +290,17 @@ def _run_batches(*, extractor: FeatureExtractor, store: FeatureStore, batches: l
             while True:
                 fill()
                 if not window:
-                    if not pending:
+                    if not claims.pending:
                         break
                     time.sleep(POLL_SECONDS)  # what is left is held by other processes
                     continue
                 todo, claim, decoding = window.popleft()
                 fill()
-                decoded = decoding.result()
-                failures = [(p, err) for (_, paths), (_, err) in zip(todo, decoded) if err for p in paths]
-                good = [(key, paths, s) for (key, paths), (s, _) in zip(todo, decoded) if s is not None]
-                results = _extract_each(extractor, [s for _, _, s in good]) if good else []
-                keep = [(key, s, f) for (key, _, s), f in zip(good, results) if isinstance(f, Features)]
-                failures += [(p, f) for (_, paths, _), f in zip(good, results) if isinstance(f, str) for p in paths]
-                if keep:
-                    store.write(extractor=extractor, keys=[k for k, _, _ in keep], features=[f for _, _, f in keep])
-                if failures:
-                    store.record_failures(extractor=extractor, failures=failures)
-                store.release(claim)
-                held.discard(claim)
-                on_batch(sum(len(s) for _, s, _ in keep) / extractor.sample_rate, [k for k, _, _ in keep], [], failures)
+                claims.finish(claim, _compute(extractor, todo, decoding.result()))
         finally:
             for _, _, decoding in window:
                 decoding.cancel()
-            for claim in held:
-                store.release(claim)
+            claims.release_all()
 
 
 def _worker(cls: type[FeatureExtractor], argument: str | None, options: dict[str, Any], store_root: str,
@@ -242,6 +308,13 @@ def _worker(cls: type[FeatureExtractor], argument: str | None, options: dict[str
     extractor = cls(argument, **options)
     _run_batches(extractor=extractor, store=FeatureStore(root=store_root), batches=batches,
                  on_batch=lambda *report: queue.put(report))  # fmt: skip
+
+
+def _options(extractor: FeatureExtractor, threads: int | None) -> dict[str, Any]:
+    """The extractor's options with ``threads`` set: what a worker process builds its copy from."""
+    options = {f.name: getattr(extractor.config, f.name) for f in dataclasses.fields(extractor.config)}
+    options["threads"] = threads
+    return options
 
 
 def extract_to_store(
@@ -255,13 +328,19 @@ def extract_to_store(
     max_batch_items: int = 64,
     workers: int = 1,
     progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> ExtractSummary:
     """Compute what the store lacks for ``paths``; see the module docstring.
 
     ``workers`` > 1 runs that many processes (at most one per core), each with its own copy of
     the model and, unless the extractor's ``threads`` option is set, cores / workers threads.
-    ``keys``: the files' content keys when the caller has just computed them (``None`` for an
-    unreadable file); by default every file is hashed here.
+    ``executor="ray"`` runs every batch as a Ray task instead (on the cluster at ``ray_address``,
+    else on a Ray instance started on this machine), ``threads`` (default 1) per task; ``workers``
+    is then unused. ``keys``: the files' content keys when the caller has just computed them
+    (``None`` for an unreadable file); by default every file is hashed here.
+
+    >>> extract_to_store(paths=paths, extractor=ex, store=store, executor="ray", ray_address="10.0.0.5:6379")  # doctest: +SKIP
     """
     paths = path_list(paths, "paths")
     durations = None if durations is None else list(durations)
@@ -271,6 +350,7 @@ def extract_to_store(
             raise ValueError(f"{name}: expected one per path ({len(paths)}), got {len(values)}")
     if workers < 1:
         raise ConfigError(f"workers: must be 1 or more, got {workers}")
+    check_executor(executor=executor, ray_address=ray_address)
     start = time.perf_counter()
     summary = ExtractSummary()
     where: dict[str, list[str]] = {}  # content key -> every path with that content
@@ -323,13 +403,19 @@ def extract_to_store(
 
         n_workers, threads = _plan_workers(workers=workers, threads=getattr(extractor.config, "threads", None),
                                            cores=_cores())  # fmt: skip
-        if n_workers <= 1 or len(batches) < 2:
+        if executor == "ray":
+            if batches:  # nothing to compute: no cluster to start or join
+                _run_ray(extractor=extractor, store=store, batches=batches, address=ray_address, on_batch=on_batch,
+                         threads=getattr(extractor.config, "threads", None) or 1)  # fmt: skip
+        elif n_workers <= 1 or len(batches) < 2:
             _run_batches(extractor=extractor, store=store, batches=batches, on_batch=on_batch)
         else:
             _run_parallel(extractor=extractor, store=store, batches=batches, workers=min(n_workers, len(batches)),
                           threads=threads, on_batch=on_batch)  # fmt: skip
         bar.update(task, completed=max(total_audio, 1e-9))
     summary.skipped += len(found - computed)  # what a sibling worker computed is done, not skipped
+    # a failed clip stays missing, so each local worker that claims its batch after another tries it again: report it once
+    summary.failures = list(dict.fromkeys(summary.failures))
     summary.failed = len(summary.failures)
     summary.seconds = time.perf_counter() - start
     folder = store.folder(extractor)
@@ -344,8 +430,7 @@ def _run_parallel(*, extractor: FeatureExtractor, store: FeatureStore, batches: 
     import queue as queue_mod
 
     ctx = mp.get_context("spawn")
-    options = {f.name: getattr(extractor.config, f.name) for f in dataclasses.fields(extractor.config)}
-    options["threads"] = threads
+    options = _options(extractor, threads)
     with ctx.Manager() as manager:
         q = manager.Queue()
         procs = [ctx.Process(target=_worker, args=(type(extractor), extractor.argument, options, str(store.root),
@@ -369,3 +454,61 @@ def _run_parallel(*, extractor: FeatureExtractor, store: FeatureStore, batches: 
         bad = [p.exitcode for p in procs if p.exitcode]
         if bad:
             raise RuntimeError(f"{len(bad)} extraction worker(s) failed (exit codes {bad}); rerun to resume")
+
+
+#: A Ray worker process's extractor (and its fingerprint), built for its first batch and kept for
+#: the next ones: loading the model for every batch would cost more than the batch.
+_WORKER_EXTRACTOR: dict[str, tuple[FeatureExtractor, str]] = {}
+
+
+def _ray_batch(cls: type[FeatureExtractor], argument: str | None, options: dict[str, Any], todo: list[Item]) -> _Done:
+    """One batch as a Ray task: decode and extract on the node, exactly as a local worker does,
+    and hand the features back to the driver, which stores them."""
+    key = json.dumps([cls.__module__, cls.__qualname__, argument, options], sort_keys=True, default=str)
+    if key not in _WORKER_EXTRACTOR:
+        _WORKER_EXTRACTOR.clear()  # one model per worker process at a time
+        extractor = cls(argument, **options)
+        _WORKER_EXTRACTOR[key] = (extractor, extractor.fingerprint())
+    extractor, fingerprint = _WORKER_EXTRACTOR[key]
+    done = _compute(extractor, todo, _decode([paths[0] for _, paths in todo], extractor.sample_rate))
+    done.fingerprint = fingerprint
+    return done
+
+
+def _run_ray(*, extractor: FeatureExtractor, store: FeatureStore, batches: list[Batch], threads: int,
+             address: str | None, on_batch: OnBatch) -> None:  # fmt: skip
+    """Every batch as a Ray task; this process (the driver) claims, stores and records.
+
+    At most two tasks per slot are out at a time (one running, one queued behind it), so the
+    claims held and the results waiting in Ray's object store stay bounded.
+    """
+    from emolingua.executors import RayTasks, describe_error, ray_session
+
+    claims = _Claims(extractor=extractor, store=store, batches=batches, on_batch=on_batch,
+                     relist_seconds=RELIST_SECONDS)  # fmt: skip
+    options = _options(extractor, threads)
+    fingerprint = extractor.fingerprint()
+    with ray_session(address=address):
+        tasks: RayTasks[tuple[list[Item], Path]] = RayTasks(_ray_batch, num_cpus=threads, per_slot=2)
+        try:
+            while True:
+                while tasks.has_room and (got := claims.take()) is not None:
+                    tasks.submit(got, type(extractor), extractor.argument, options, got[0])
+                if not tasks.running:
+                    if not claims.pending:
+                        break
+                    time.sleep(POLL_SECONDS)  # what is left is held by other processes
+                    continue
+                for (todo, claim), done, error in tasks.wait():
+                    if error is not None:  # Ray ran it 1 + retries times: the batch's files fail, the run goes on
+                        why = f"its Ray task failed {tasks.retries + 1} times ({describe_error(error)})"
+                        done = _Done(keys=[], features=[], audio_seconds=0.0,
+                                     failures=[(p, why) for _, paths in todo for p in paths])  # fmt: skip
+                    elif done.fingerprint != fingerprint:
+                        raise ConfigError(f"{extractor.spec}: a Ray node computes it with another identity "
+                                          f"({done.fingerprint}, here {fingerprint}); every node needs the same "
+                                          "emolingua, extractor code and model files")  # fmt: skip
+                    claims.finish(claim, done)
+        finally:
+            tasks.cancel()
+            claims.release_all()
