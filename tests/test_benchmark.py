@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_voice
+from conftest import write_two_corpora, write_voice
 
 from emolingua.benchmark import BenchmarkConfig, load_emobox_reference, run_benchmark
 from emolingua.reports import plot_confusion
 
-PITCH = {"01": 120.0, "03": 260.0, "04": 90.0, "05": 330.0}  # ravdess codes: neutral, happy, sad, angry
-EMODB = {"N": 120.0, "F": 260.0, "T": 90.0, "W": 330.0}
 
 
 _voice = write_voice
@@ -22,19 +20,7 @@ _voice = write_voice
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpora")
-    seed = 0
-    for actor in range(1, 5):
-        for code, f0 in PITCH.items():
-            for st in ("01", "02"):
-                seed += 1
-                _voice(root / "ravdess" / f"Actor_{actor:02d}" / f"03-01-{code}-01-{st}-01-{actor:02d}.wav", f0 * (1 + 0.03 * actor), seed)
-    for spk in ("03", "08", "09", "10"):
-        for letter, f0 in EMODB.items():
-            for text in ("a01", "b02"):
-                seed += 1
-                _voice(root / "emodb" / "wav" / f"{spk}{text}{letter}a.wav", f0 * (1 + 0.02 * int(spk) / 10), seed)
-    return root
+    return write_two_corpora(tmp_path_factory.mktemp("corpora"))
 
 
 def _cfg(tree, tmp_path, **kw):

@@ -22,19 +22,9 @@ LAYERS = 2
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    """Folder of a tiny random Whisper (80 mels, 1500 positions) with its feature extractor."""
-    cfg = transformers.WhisperConfig(
-        d_model=D_MODEL, encoder_layers=LAYERS, encoder_attention_heads=2, encoder_ffn_dim=128,
-        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=128, num_mel_bins=80,
-        max_source_positions=1500, max_target_positions=32, vocab_size=100, pad_token_id=0, bos_token_id=1,
-        eos_token_id=2, decoder_start_token_id=1, begin_suppress_tokens=None, suppress_tokens=None,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-whisper")
-    transformers.WhisperModel(cfg).save_pretrained(folder)
-    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
-    return str(folder)
+def tiny(tiny_whisper) -> str:
+    """Folder of a tiny random Whisper (80 mels, 1500 positions; conftest's ``tiny_whisper``)."""
+    return tiny_whisper
 
 
 def _clip(seconds: float, seed: int) -> np.ndarray:
