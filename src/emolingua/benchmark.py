@@ -430,12 +430,15 @@ def _take(streams: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
     return {k: v.take(idx) if isinstance(v, Frames) else v[idx] for k, v in streams.items()}
 
 
-def _dataset(streams: dict[str, Any], manifest: pd.DataFrame, idx: np.ndarray, target: str) -> Dataset:
+def dataset_rows(streams: dict[str, Any], manifest: pd.DataFrame, idx: np.ndarray, target: str, *,
+                 features: dict[str, Any] | None = None) -> Dataset:  # fmt: skip
+    """The manifest rows at ``idx`` with their streams and ``target`` (``features``: how the streams were
+    made, for a model that will predict from audio): what :func:`load_rows` gives, as a Dataset."""
     rows = manifest.iloc[idx]
     y = rows[target].to_numpy(dtype=float) if target in ("arousal", "valence") else rows[target].astype(str).to_numpy()
     return Dataset(streams=_take(streams, idx), targets={target: y}, corpus=rows["corpus"].to_numpy(),
                    language=rows["language"].to_numpy(), speaker=rows["speaker"].to_numpy(),
-                   ids=rows["path"].to_numpy())  # fmt: skip
+                   ids=rows["path"].to_numpy(), features=features)  # fmt: skip
 
 
 def _normalise_transfer(streams: dict[str, Any], manifest: pd.DataFrame, idx: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -496,7 +499,7 @@ def _run_job(cfg: BenchmarkConfig, X: dict[str, Any], manifest: pd.DataFrame, ro
     head = {"unit": str(rows["unit"].iat[0]), "fold": int(rows["fold"].iat[0])}
     if cfg.transfer and normalise == "adapt-corpus":
         X, normalise = _normalise_transfer(X, manifest, idx), "none"
-    train, valid, test = (_dataset(X, manifest, idx[r], column) for r in ("train", "valid", "test"))
+    train, valid, test = (dataset_rows(X, manifest, idx[r], column) for r in ("train", "valid", "test"))
     what = f"{head['unit']} fold {head['fold']}"
     if why := _too_small(cfg, train, test):
         return {**head, "skipped": f"{what}: not scored, {why}; too small for protocol {cfg.protocol}"}

@@ -247,7 +247,7 @@ class Pipeline:
     def options(self, segments: str | None = None, **changes: Any) -> SegmentOptions:
         """The segmentation of a call: the pipeline's defaults, with ``segments`` (vad | window | none)
         and any of window, hop, max_segment, ... changed."""
-        base = {k: v for k, v in vars(self.segment_options).items()}
+        base = dict(vars(self.segment_options))
         if segments is not None:
             base["how"] = segments
         base.update({k: v for k, v in changes.items() if v is not None})

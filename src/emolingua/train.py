@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 
 from emolingua import __version__
-from emolingua.benchmark import BenchmarkConfig, _resolve_paths, feature_extractors, load_rows
+from emolingua.benchmark import BenchmarkConfig, _resolve_paths, dataset_rows, feature_extractors, load_rows
 from emolingua.config import load_config, runtime, to_dict
 from emolingua.errors import ConfigError
 from emolingua.fileio import atomic_write, check_writable
-from emolingua.models import Dataset, get_model, model_class, model_names
-from emolingua.models.data import Frames, describe_streams
+from emolingua.models import get_model, model_class, model_names
+from emolingua.models.data import describe_streams
 from emolingua.pipelines import PIPELINE_FILE, PIPELINE_FORMAT
 from emolingua.protocols import valid_speakers
 from emolingua.segments import SegmentOptions
@@ -94,21 +94,11 @@ class TrainConfig:
         return load_config(cls, path, overrides=overrides, prepare=_resolve_paths, **values)
 
 
-def _rows(X: dict[str, Any], manifest: pd.DataFrame, idx: np.ndarray, target: str, features: dict[str, Any]
-          ) -> Dataset:  # fmt: skip
-    rows = manifest.iloc[idx]
-    y = rows[target].to_numpy(dtype=float) if target in ("arousal", "valence") else rows[target].astype(str).to_numpy()
-    streams = {k: v.take(idx) if isinstance(v, Frames) else v[idx] for k, v in X.items()}
-    return Dataset(streams=streams, targets={target: y}, corpus=rows["corpus"].to_numpy(),
-                   language=rows["language"].to_numpy(), speaker=rows["speaker"].to_numpy(),
-                   ids=rows["path"].to_numpy(), features=features)  # fmt: skip
-
-
 def _fit_head(name: str, options: dict[str, Any], X: dict[str, Any], manifest: pd.DataFrame, roles: np.ndarray,
               target: str, features: dict[str, Any]) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     keep = (manifest[target].notna() & (manifest[target].astype(str) != "")).to_numpy()
-    train = _rows(X, manifest, np.flatnonzero(keep & (roles == "train")), target, features)
-    valid = _rows(X, manifest, np.flatnonzero(keep & (roles == "valid")), target, features)
+    train = dataset_rows(X, manifest, np.flatnonzero(keep & (roles == "train")), target, features=features)
+    valid = dataset_rows(X, manifest, np.flatnonzero(keep & (roles == "valid")), target, features=features)
     start = time.perf_counter()
     model = get_model(name, target=target, **options).fit(train, valid=valid if len(valid) else None)
     info = {"model": name, "train_rows": len(train), "valid_rows": len(valid), "selected": model.selected,
