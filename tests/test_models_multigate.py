@@ -313,3 +313,21 @@ def test_an_affect_embedding_trained_with_the_metric_loss_reads_out_arousal_for_
     np.testing.assert_allclose(loaded.dimensions(unseen)["arousal"], read)
     mse = get_model("multigate", **{**options, "affect_loss": "mse", "train": {"epochs": 2, "batch_size": 16}})
     assert mse.fit(with_arousal(two_languages(48, 0), 0)).history[-1]["loss.affect"] >= 0
+
+
+def test_masks_act_on_the_utterance_vectors_only_when_mask_streams_is_all():
+    data = two_languages(48, 0)
+    options = {"tower": (16,), "threads": 1, "frame_streams": ("none",), "train": {"epochs": 2, "batch_size": 16}}
+    for streams, moved in (("frames", False), ("all", True)):
+        model = get_model("multigate", mask_streams=streams, **options).fit(data)
+        net = model.net_
+        # a mask only trains (and its L0 term only means something) if it is in the forward pass
+        batch = model._batch(model._prepare(data))
+        net.train()
+        net.zero_grad()
+        out = net(batch)
+        net.losses(out, batch, 1)["ce"].backward()
+        grads = [m.log_alpha.grad for m in net.masks.values()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads) is moved
+    with pytest.raises(Exception, match="mask_streams"):
+        get_model("multigate", mask_streams="vectors")

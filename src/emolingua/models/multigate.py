@@ -206,7 +206,8 @@ class MultiGateNet(SERModule):
     def __init__(self, *, input_shapes: dict[str, Sequence[int]], classes: Sequence[str],
                  label_sets: dict[str, Sequence[str]], languages: Sequence[str], frame_streams: Sequence[str],
                  vector_streams: Sequence[str], speaker: str | None, gate: str = "mlp", gate_input: str | None = None,
-                 mask: str = "per-language", l0: float = 0.0, alpha: float = 0.1, universal: bool = True,
+                 mask: str = "per-language", mask_streams: str = "frames", l0: float = 0.0, alpha: float = 0.1,
+                 universal: bool = True,
                  language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256), dropout: float = 0.0,
                  class_weights: Sequence[float] | None = None, affect_dim: int = 0, affect_loss: str = "metric",
                  affect_weight: float = 1.0, **_: Any) -> None:  # fmt: skip
@@ -214,7 +215,7 @@ class MultiGateNet(SERModule):
         self.classes = list(classes)
         self.languages = list(languages)  # language id i + 1 is languages[i]; 0 is unseen
         self.frame_streams, self.vector_streams = list(frame_streams), list(vector_streams)
-        self.speaker, self.gate_kind, self.mask_kind = speaker, gate, mask
+        self.speaker, self.gate_kind, self.mask_kind, self.mask_streams = speaker, gate, mask, mask_streams
         self.gate_input = gate_input or speaker
         self.l0, self.alpha, self.universal, self.language_dropout = l0, alpha, universal, language_dropout
         self.experts = nn.ModuleDict({_key(s): SequenceExpert(int(input_shapes[s][-1])) for s in self.frame_streams})
@@ -243,13 +244,16 @@ class MultiGateNet(SERModule):
 
     # -- the parts --------------------------------------------------------------------------
     def stream_vectors(self, batch: Batch, head: str) -> list[Tensor]:
-        """Each stream's 256-d vector (sequence experts through ``head``'s mask), in gate order."""
+        """Each stream's 256-d vector (sequence experts, and with ``mask_streams="all"`` the utterance
+        vectors' adaptors too, through ``head``'s mask), in gate order."""
         out = []
         mask = self.masks[_key(head if self.mask_kind == "per-language" else UNIVERSAL)] if self.mask_kind != "none" else None
         for s in self.frame_streams:
             v = self.experts[_key(s)](batch.streams[s], batch.lengths[s])
             out.append(mask(v) if mask is not None else v)
-        out += [self.adaptors[_key(s)](batch.streams[s]) for s in self.vector_streams]
+        for s in self.vector_streams:
+            v = self.adaptors[_key(s)](batch.streams[s])
+            out.append(mask(v) if mask is not None and self.mask_streams == "all" else v)
         if self.speaker_adaptor is not None:
             out.append(self.speaker_adaptor(batch.streams[self.speaker]))
         return out
@@ -361,7 +365,9 @@ class MultiGateConfig(TorchConfig):
     stream but the speaker's); ``speaker``: the utterance vector concatenated to the fused vector
     (``"auto"``: a stream named ``ge2e`` if there is one; ``""`` or ``"none"``: none); ``gate_input``: what
     feeds the gates (``"auto"``: the speaker vector, else the first utterance vector); ``gate``: ``mlp`` or ``none`` (equal weights);
-    ``mask``: ``per-language``, ``shared`` or ``none``; ``l0``: weight of the expected-L0 penalty;
+    ``mask``: ``per-language``, ``shared`` or ``none``; ``mask_streams``: what the mask acts on,
+    ``frames`` (the sequence experts, the paper) or ``all`` (the utterance vectors' adaptors too, for
+    variants without sequence experts); ``l0``: weight of the expected-L0 penalty;
     ``alpha``: weight of the contrastive loss (``alpha_grid``: candidates chosen on valid);
     ``"none"`` as the only entry of ``frame_streams`` / ``vector_streams`` uses no stream of
     that kind (single-stream ablations); ``universal`` and ``language_dropout``: the head for
@@ -388,6 +394,7 @@ class MultiGateConfig(TorchConfig):
     gate_input: str = "auto"
     gate: str = "mlp"
     mask: str = "per-language"
+    mask_streams: str = "frames"
     l0: float = 0.0
     alpha: float = 0.1
     alpha_grid: tuple[float, ...] = ()
@@ -409,6 +416,7 @@ class MultiGateConfig(TorchConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name, allowed in (("gate", ("mlp", "none")), ("mask", ("per-language", "shared", "none")),
+                              ("mask_streams", ("frames", "all")),
                               ("domain", ("language", "corpus")), ("affect_loss", ("metric", "mse"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -513,7 +521,8 @@ class MultiGate(TorchModel):
     def net_options(self) -> dict[str, Any]:
         cfg = self.config
         return {**self._roles_, "classes": self.classes_.tolist(), "label_sets": self.label_sets_,
-                "languages": list(self.languages_), "gate": cfg.gate, "mask": cfg.mask, "l0": cfg.l0,
+                "languages": list(self.languages_), "gate": cfg.gate, "mask": cfg.mask,
+                "mask_streams": cfg.mask_streams, "l0": cfg.l0,
                 "alpha": cfg.alpha, "universal": cfg.universal, "language_dropout": cfg.language_dropout,
                 "tower": list(cfg.tower), "dropout": cfg.dropout,
                 "affect_dim": cfg.affect_dim if cfg.affect_target else 0, "affect_loss": cfg.affect_loss,
