@@ -331,3 +331,20 @@ def test_masks_act_on_the_utterance_vectors_only_when_mask_streams_is_all():
         assert any(g is not None and g.abs().sum() > 0 for g in grads) is moved
     with pytest.raises(Exception, match="mask_streams"):
         get_model("multigate", mask_streams="vectors")
+
+
+def test_a_wide_path_adds_a_linear_map_of_the_gated_raw_vectors_to_each_head(tmp_path):
+    data, test = two_languages(64, 0), two_languages(20, 2)
+    options = {"tower": (16,), "threads": 1, "train": {"epochs": 3, "batch_size": 16}}
+    wide = get_model("multigate", wide=True, **options).fit(data, valid=two_languages(20, 1))
+    net = wide.net_
+    assert set(net.wide) == {"de", "ur", "*"} and net.wide["de"].in_features == 8  # egemaps only: the speaker is left out
+    assert net.wide["ur"].out_features == 3
+    before = wide.predict_proba(test)
+    with torch.no_grad():
+        for layer in net.wide.values():
+            layer.weight.zero_(), layer.bias.zero_()
+    assert not np.allclose(wide.predict_proba(test), before)  # the wide path is part of the prediction
+    loaded = Model.load(get_model("multigate", wide=True, **options).fit(data).save(tmp_path / "m"))
+    assert loaded.net_.wide is not None
+    assert get_model("multigate", **options).fit(data).net_.wide is None

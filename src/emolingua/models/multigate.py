@@ -210,7 +210,7 @@ class MultiGateNet(SERModule):
                  universal: bool = True,
                  language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256), dropout: float = 0.0,
                  class_weights: Sequence[float] | None = None, affect_dim: int = 0, affect_loss: str = "metric",
-                 affect_weight: float = 1.0, **_: Any) -> None:  # fmt: skip
+                 affect_weight: float = 1.0, wide: bool = False, **_: Any) -> None:  # fmt: skip
         super().__init__()
         self.classes = list(classes)
         self.languages = list(languages)  # language id i + 1 is languages[i]; 0 is unseen
@@ -236,6 +236,12 @@ class MultiGateNet(SERModule):
             self.label_index[UNIVERSAL] = list(range(len(self.classes)))
         self.towers = nn.ModuleDict({_key(h): _Tower(d_fused, len(self.label_index[h]), tower, dropout) for h in heads})
         self.sim = nn.ParameterDict({_key(h): nn.Parameter(torch.tensor([10.0, -5.0])) for h in heads})
+        # wide & deep (beyond the paper): per head a linear map of the gated raw utterance vectors,
+        # added to the tower's logits, so each domain also has a linear probe of the layers its gate picks
+        d_wide = sum(_width(input_shapes[s]) for s in self.vector_streams)
+        self.wide = (nn.ModuleDict({_key(h): nn.Linear(d_wide, len(self.label_index[h])) for h in heads})
+                     if wide and d_wide else None)  # fmt: skip
+        self.wide_dropout = nn.Dropout(dropout)
         # a language-independent affect embedding of the fused vector, so unseen languages get one too
         self.affect = nn.Linear(d_fused, affect_dim) if affect_dim > 0 else None
         self.affect_loss, self.affect_weight = affect_loss, affect_weight
@@ -301,6 +307,11 @@ class MultiGateNet(SERModule):
             else:
                 fused = sum(w[:, j : j + 1] * v for j, v in enumerate(vectors))
             out, h = self.towers[_key(head)](fused)
+            if self.wide is not None:
+                nf = len(self.frame_streams)
+                raw = torch.cat([w[:, nf + i : nf + i + 1] * part.streams[s].flatten(1)
+                                 for i, s in enumerate(self.vector_streams)], dim=1)  # fmt: skip
+                out = out + self.wide[_key(head)](self.wide_dropout(raw))
             logits[rows[:, None], torch.tensor(self.label_index[head], device=dev)[None, :]] = out
             features[rows] = h
             gates[rows] = w
@@ -382,7 +393,9 @@ class MultiGateConfig(TorchConfig):
     (e.g. ``arousal``, a value target of the rows): a language-independent ``affect_dim``-d
     embedding of the fused vector trained with Das et al.'s continuous metric loss
     (``affect_loss: metric``) or a plain regression (``mse``), weight ``affect_weight``;
-    :meth:`MultiGate.dimensions` reads arousal/valence out of it, also for unseen languages.
+    :meth:`MultiGate.dimensions` reads arousal/valence out of it, also for unseen languages;
+    ``wide``: wide & deep (beyond the paper), each head adds a linear map of the gated raw utterance
+    vectors (dropout ``dropout``) to its tower's logits.
     """
 
     frame_streams: tuple[str, ...] = ()
@@ -409,6 +422,7 @@ class MultiGateConfig(TorchConfig):
     affect_dim: int = 2
     affect_loss: str = "metric"
     affect_weight: float = 1.0
+    wide: bool = False
     stream_steps: tuple[str, ...] = ("mfcc/mfcc=4",)
     train: TrainConfig = TrainConfig(epochs=20, patience=20, lr=5e-4, weight_decay=1e-5, batch_size=32,
                                      sampler="by-language", bucket=20)  # fmt: skip
@@ -526,7 +540,7 @@ class MultiGate(TorchModel):
                 "alpha": cfg.alpha, "universal": cfg.universal, "language_dropout": cfg.language_dropout,
                 "tower": list(cfg.tower), "dropout": cfg.dropout,
                 "affect_dim": cfg.affect_dim if cfg.affect_target else 0, "affect_loss": cfg.affect_loss,
-                "affect_weight": cfg.affect_weight}  # fmt: skip
+                "affect_weight": cfg.affect_weight, "wide": cfg.wide}  # fmt: skip
 
     def train_config(self) -> TrainConfig:
         # the reference divides the learning rate by the number of languages (one step per language batch)
@@ -657,11 +671,14 @@ class MultiGate(TorchModel):
                 if c in src:
                     net.towers[head].out.weight[j] = net.towers[source].out.weight[src.index(c)]
                     net.towers[head].out.bias[j] = net.towers[source].out.bias[src.index(c)]
+                    if net.wide is not None:
+                        net.wide[head].weight[j] = net.wide[source].weight[src.index(c)]
+                        net.wide[head].bias[j] = net.wide[source].bias[src.index(c)]
         if net.mask_kind == "per-language":
             net.masks[head].load_state_dict(net.masks[source].state_dict())
         for p in net.parameters():
             p.requires_grad_(False)
-        for part in [net.towers, net.sim, *gates]:
+        for part in [net.towers, net.sim, *gates, *([net.wide] if net.wide is not None else [])]:
             part[head].requires_grad_(True)
         dropout, net.language_dropout = net.language_dropout, 0.0
         cfg = dataclasses.replace(self.config.train, epochs=self.config.adapt_epochs, patience=self.config.adapt_epochs,
