@@ -348,3 +348,19 @@ def test_a_wide_path_adds_a_linear_map_of_the_gated_raw_vectors_to_each_head(tmp
     loaded = Model.load(get_model("multigate", wide=True, **options).fit(data).save(tmp_path / "m"))
     assert loaded.net_.wide is not None
     assert get_model("multigate", **options).fit(data).net_.wide is None
+
+
+def test_an_ensemble_averages_its_members_and_saves_adapts_and_loads_them_all(tmp_path):
+    data, valid, test = two_languages(64, 0), two_languages(20, 1), two_languages(20, 2)
+    options = {"tower": (16,), "threads": 1, "train": {"epochs": 3, "batch_size": 16}}
+    ensemble = get_model("multigate", members=3, **options).fit(data, valid=valid)
+    assert len(ensemble.nets_()) == 3 and len(ensemble.selected["member_epochs"]) == 3
+    singles = [get_model("multigate", seed=s, **options).fit(data, valid=valid).predict_proba(test) for s in (0, 1, 2)]
+    np.testing.assert_allclose(ensemble.predict_proba(test), np.mean(singles, axis=0), atol=1e-6)  # member i = seed i
+    loaded = Model.load(ensemble.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict_proba(test), ensemble.predict_proba(test))
+    swahili = Dataset(streams=test.streams, targets={"label": test.targets["label"]}, language=["sw"] * 20)
+    adapted = loaded.adapt(swahili, language="sw")
+    assert len(adapted.history[-1]["member_epochs"]) == 3
+    with pytest.raises(Exception, match="members"):
+        get_model("multigate", members=0)

@@ -611,8 +611,8 @@ class MultiGate(TorchModel):
         """``TorchModel._fit``, remembered for the process: the folds of one few-shot repeat share
         their source rows (K = 0, 1, 5, ... differ only in the target's shots), so the source model
         is trained once. The key covers the rows, their labels and values, and every option."""
-        parts = [json.dumps([self.net_options(), self.train_config().learned(), self.config.seed, self.languages_,
-                             self.label_sets_], sort_keys=True, default=str)]  # fmt: skip
+        parts = [json.dumps([self.net_options(), self.train_config().learned(), self.config.seed, self.config.members,
+                             self.languages_, self.label_sets_], sort_keys=True, default=str)]  # fmt: skip
         for data in (train, valid):
             if data is not None:
                 parts += [data.data.ids.tolist(), data.y.tolist()]
@@ -622,28 +622,34 @@ class MultiGate(TorchModel):
         if key in _SOURCE_MODELS:
             saved = _SOURCE_MODELS[key]
             self.net_meta_, self.history, self.selected, self.input_layers_ = copy.deepcopy(saved["meta"])
-            with torch.random.fork_rng(devices=[]):
-                self.net_ = self.Net(**self.net_meta_)
-            self.net_.load_state_dict(saved["state"])
-            self.net_.best_epoch_, self.net_.history_ = saved["best_epoch"], self.history
-            self.net_.eval()
+            nets = []
+            for state, best_epoch in zip(saved["states"], saved["best_epochs"]):
+                with torch.random.fork_rng(devices=[]):
+                    net = self.Net(**self.net_meta_)
+                net.load_state_dict(state)
+                net.best_epoch_, net.history_ = best_epoch, self.history
+                nets.append(net.eval())
+            self.net_, self.members_ = nets[0], nets[1:]
             return
         super()._fit(train, valid)
         _SOURCE_MODELS.clear()  # one source model at a time: a few MB, but frames-sized keys are not kept
         _SOURCE_MODELS[key] = {"meta": copy.deepcopy((self.net_meta_, self.history, self.selected, self.input_layers_)),
-                               "state": {k: v.clone() for k, v in self.net_.state_dict().items()},
-                               "best_epoch": self.net_.best_epoch_}  # fmt: skip
+                               "states": [{k: v.clone() for k, v in net.state_dict().items()} for net in self.nets_()],
+                               "best_epochs": [net.best_epoch_ for net in self.nets_()]}  # fmt: skip
 
     def _add_language(self, language: str, classes: list[str]) -> None:
         """Give the fitted net a head for a new language (built, not yet trained), kept when saved."""
         self.languages_ = (*self.languages_, language)
         self.label_sets_ = {**self.label_sets_, language: list(classes)}
         self.net_meta_ = {**self.net_meta_, "languages": list(self.languages_), "label_sets": self.label_sets_}
-        state = self.net_.state_dict()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
-            self.net_ = self.Net(**self.net_meta_)
-        self.net_.load_state_dict(state, strict=False)
+        nets = []
+        for old in self.nets_():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                net = self.Net(**self.net_meta_)
+            net.load_state_dict(old.state_dict(), strict=False)
+            nets.append(net)
+        self.net_, self.members_ = nets[0], nets[1:]
 
     def _few_shot_languages(self, train: Prepared) -> list[str]:
         """Training languages with fewer than ``few_shot_below`` labelled rows per class (never all of them)."""
@@ -657,8 +663,13 @@ class MultiGate(TorchModel):
     def _adapt(self, rows: Prepared, language: str) -> None:
         """Fit ``language``'s gate and tower on ``rows``, starting from the universal ones (or the
         first language's), with everything else frozen; no valid rows: ``adapt_epochs`` epochs,
-        the epoch with the lowest training loss kept."""
-        net, head = self.net_, _key(language)
+        the epoch with the lowest training loss kept (in every member of an ensemble)."""
+        epochs = [self._adapt_net(net, rows, language) for net in self.nets_()]
+        self.history = [*self.history, {"adapted": language, "rows": len(rows), "epochs": epochs[0],
+                                        **({"member_epochs": epochs} if len(epochs) > 1 else {})}]  # fmt: skip
+
+    def _adapt_net(self, net: MultiGateNet, rows: Prepared, language: str) -> int:
+        head = _key(language)
         source = _key(UNIVERSAL) if self.config.universal else _key(self.languages_[0])
         gates = [net.gates] if hasattr(net, "gates") else []
         for part in gates:
@@ -691,7 +702,7 @@ class MultiGate(TorchModel):
             for p in net.parameters():
                 p.requires_grad_(True)
         net.eval()
-        self.history = [*self.history, {"adapted": language, "rows": len(rows), "epochs": net.best_epoch_}]
+        return int(net.best_epoch_)
 
     def adapt(self, data: Dataset, *, language: str | None = None) -> MultiGate:
         """The few-shot path for a language the model was not trained on: fit its own gate and

@@ -37,16 +37,21 @@ class TorchConfig(ModelConfig):
     """Options of torch classifiers: the net's ``hidden`` width and ``dropout``; ``class_weight``
     ("balanced" weights the cross-entropy by inverse class frequency); how it is trained
     (``train``: a :class:`~emolingua.models.trainer.TrainConfig`, e.g. ``-s model_options.train.lr=3e-4``);
-    ``checkpoint_dir`` (a runtime setting: a killed fit resumes there)."""
+    ``checkpoint_dir`` (a runtime setting: a killed fit resumes there); ``members``: an ensemble of
+    that many nets of the chosen options, seeds ``seed``, ``seed + 1``, ..., each with its own early
+    stopping on valid, their probabilities averaged (1: one net)."""
 
     hidden: int = 256
     dropout: float = 0.2
     class_weight: str | None = None
     train: TrainConfig = TrainConfig(epochs=60, patience=10, batch_size=64)
     checkpoint_dir: str | None = runtime(None)
+    members: int = 1
 
     def __post_init__(self) -> None:
         check_class_weight(self.class_weight)
+        if self.members < 1:
+            raise ConfigError(f"members: must be >= 1, got {self.members}")
 
 
 class TorchModel(Model):
@@ -127,33 +132,55 @@ class TorchModel(Model):
             if _better(score, best_score):
                 best_score, self.net_meta_, self.net_ = score, meta, net
                 chosen = {k: v for k, v in tried[-1].items() if k != "valid_score"}
+        self.members_: list[SERModule] = []
+        for i in range(1, cfg.members):  # the other members of an ensemble: the chosen options, other seeds
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed + i)
+                net = self.Net(**self.net_meta_)
+            ckpt = None if cfg.checkpoint_dir is None else f"{cfg.checkpoint_dir}/member{i}"
+            member_cfg = dataclasses.replace(train_cfg, seed=cfg.seed + i)
+            self.members_.append(Trainer(member_cfg).fit(net, train=train_batch, evaluate=evaluate, checkpoint_dir=ckpt))
         self.history = self.net_.history_
         self.selected = {**{f"layer.{k}": v for k, v in self.input_layers_.items()}, **chosen}
+        if self.members_:
+            self.selected["member_epochs"] = [self.net_.best_epoch_, *(m.best_epoch_ for m in self.members_)]
         if len(tried) > 1:
             self.history = [{"candidates": tried}, *self.history]
+
+    def nets_(self) -> list[SERModule]:
+        """The fitted nets: one, or the members of an ensemble (``net_`` first)."""
+        return [self.net_, *getattr(self, "members_", [])]
 
     def _predict_proba(self, data: Prepared, *, chunk: int = 4096) -> np.ndarray:
         batch = self._batch(data)
         out = []
-        self.net_.eval()
+        nets = self.nets_()
+        for net in nets:
+            net.eval()
         with torch.no_grad():
             for start in range(0, len(data), chunk):
                 rows = batch.rows(torch.arange(start, min(start + chunk, len(data))))
-                out.append(torch.softmax(self.net_(rows)["logits"].double(), dim=1).numpy())
+                out.append(sum(torch.softmax(net(rows)["logits"].double(), dim=1) for net in nets).numpy() / len(nets))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_ or ())))
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
-        return {"net": self.net_meta_, "input_layers": self.input_layers_}, arrays
+        arrays = {}
+        for i, net in enumerate(self.nets_()):
+            arrays.update({f"{'net' if i == 0 else f'member{i}'}.{k}": v.detach().cpu().numpy()
+                           for k, v in net.state_dict().items()})  # fmt: skip
+        return {"net": self.net_meta_, "input_layers": self.input_layers_, "members": len(self.nets_())}, arrays
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.net_meta_, self.input_layers_ = meta["net"], meta.get("input_layers", {})
-        with torch.random.fork_rng(devices=[]):  # building a net draws initial weights: keep the caller's RNG
-            net = self.Net(**self.net_meta_)
-        state = {k[len("net.") :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")}
-        net.load_state_dict(state, strict=True)
-        net.eval()
-        self.net_ = net
+        nets = []
+        for i in range(int(meta.get("members", 1))):
+            prefix = "net." if i == 0 else f"member{i}."
+            with torch.random.fork_rng(devices=[]):  # building a net draws initial weights: keep the caller's RNG
+                net = self.Net(**self.net_meta_)
+            state = {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+            net.load_state_dict(state, strict=True)
+            nets.append(net.eval())
+        self.net_, self.members_ = nets[0], nets[1:]
 
 
 def ridge_layer_scores(train: np.ndarray, y_train: np.ndarray, valid: np.ndarray, y_valid: np.ndarray,
