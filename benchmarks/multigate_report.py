@@ -1,6 +1,8 @@
 """Tables and figures of docs/methods/multigate.md from finished benchmark runs.
 
     .venv/bin/python benchmarks/multigate_report.py runs/multigate
+    .venv/bin/python benchmarks/multigate_report.py runs/multigate/variant-ablations full-seed0=multigate-variant \
+        mask-per-domain-seed0=multigate-variant-mask
 
 Reads ``<root>/<run>/results.json`` for every run below ``root`` (a run named ``name-seedN`` is
 seed N of variant ``name``; variants with several seeds are shown as mean ± sd over seeds of the
@@ -126,14 +128,16 @@ def figures(run_dir: Path, prefix: str) -> list[Path]:
 
 
 def main() -> None:
+    """``multigate_report.py ROOT [RUN=PREFIX ...]``: the table of every run below ROOT, and the
+    figures of each named run (default: ``joint=multigate``), written as docs/figures/PREFIX-*.png."""
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/multigate")
     runs = load_runs(root)
     print(table(runs))
-    for name in ("joint", "joint-seed0"):
+    for spec in sys.argv[2:] or ["joint=multigate"]:
+        name, _, prefix = spec.partition("=")
         if (root / name / "jobs").exists():
-            for p in figures(root / name, "multigate"):
+            for p in figures(root / name, prefix or "multigate"):
                 print("wrote", p)
-            break
 
 
 if __name__ == "__main__":
