@@ -15,6 +15,7 @@ declare -A VARIANTS=(
   [full]=""
   [no-gate]="-s model_options.gate=none"
   [gate-whisper]="-s model_options.gate_input=whisper-base@3"
+  [no-speaker-vector]="-s model_options.speaker=none -s model_options.gate_input=ge2e -s model_options.vector_streams=[egemaps,mfcc,whisper-base@0,whisper-base@1,whisper-base@2,whisper-base@3,whisper-base@4,whisper-base@5,whisper-base@6]"
   [mask-per-domain]="-s model_options.mask_streams=all"
   [mask-shared]="-s model_options.mask_streams=all -s model_options.mask=shared"
   [mask-per-domain-l0]="-s model_options.mask_streams=all -s model_options.l0=0.01"
@@ -29,7 +30,7 @@ declare -A VARIANTS=(
   [only-mfcc]="-s model_options.vector_streams=[mfcc] $ONLY"
   [only-ge2e]="-s model_options.vector_streams=[ge2e] $ONLY"
 )
-ORDER=(full no-gate gate-whisper mask-per-domain contrastive-0.1 only-whisper-pooled only-egemaps only-mfcc only-ge2e
+ORDER=(full no-speaker-vector no-gate gate-whisper mask-per-domain contrastive-0.1 only-whisper-pooled only-egemaps only-mfcc only-ge2e
        wide ls-per-corpus mask-shared mask-per-domain-l0 mask-shared-l0 per-language-heads alpha-on-valid)
 NAMES=("${@:-${ORDER[@]}}")
 # the baseline on the same folds (deterministic: one run; the features are already in the store)
@@ -37,6 +38,7 @@ $E benchmark --config configs/multigate/logreg.yaml --output runs/multigate/vari
 for name in ${NAMES[@]}; do
   for seed in 0 1 2; do
     $E benchmark --config configs/multigate/joint-layers.yaml --output "runs/multigate/variant-ablations/$name-seed$seed" \
-       --workers 2 --threads 1 -s model_options.seed="$seed" -s model_options.members=1 ${VARIANTS[$name]}
+       --workers 2 --threads 1 -s model_options.seed="$seed" -s model_options.members=1 ${VARIANTS[$name]} \
+       || echo "multigate_variant_ablations: $name seed $seed failed; going on" >&2
   done
 done

@@ -265,6 +265,7 @@ def test_corpus_domains_give_two_corpora_of_one_language_their_own_heads(tmp_pat
     assert model.languages_ == ("emodb", "other-de", "urdu") and set(model.mask_density_) == {"emodb", "other-de", "urdu", "*"}
     loaded = Model.load(model.save(tmp_path / "c"))
     np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
+    assert set(model.explain(data)["gates"]) == {"emodb", "other-de", "urdu"}  # gate weights reported per corpus gate
     assert get_model("multigate", **options).fit(data).languages_ == ("de", "ur")
     shots = Dataset(streams=data.streams, targets=data.targets, language=["sw"] * 64, corpus=["sw-corpus"] * 64)
     model.adapt(shots.subset(np.arange(12)), language="sw")  # a new corpus of a new language: its own head

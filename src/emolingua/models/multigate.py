@@ -752,11 +752,12 @@ class MultiGate(TorchModel):
         return [*net.frame_streams, *net.vector_streams, *([net.speaker] if net.speaker else [])]
 
     def explain(self, data: Dataset) -> dict[str, Any]:
-        """Gate weights on ``data`` per language (mean and sd over utterances, per stream), mask
+        """Gate weights on ``data`` per domain (mean and sd over utterances, per stream), mask
         densities, learned layer weights of pooled multi-layer streams, and the loss terms per epoch."""
         w = self.gate_weights_(data)
-        gates = {str(g): {"n": int((data.language == g).sum()), "mean": w[data.language == g].mean(axis=0).tolist(),
-                          "sd": w[data.language == g].std(axis=0).tolist()} for g in np.unique(data.language)}  # fmt: skip
+        dom = self._domains(data).language  # with domain="corpus" each corpus has its own gate
+        gates = {str(g): {"n": int((dom == g).sum()), "mean": w[dom == g].mean(axis=0).tolist(),
+                          "sd": w[dom == g].std(axis=0).tolist()} for g in np.unique(dom)}  # fmt: skip
         layers = {_unkey(k): a.layer_weights().detach().tolist() for k, a in self.net_.adaptors.items()
                   if a.layer_logits is not None}  # fmt: skip
         history = [{k: v for k, v in h.items() if k == "epoch" or k.startswith("loss") or k.startswith("ua")}
