@@ -30,8 +30,9 @@ declare -A VARIANTS=(
   [only-mfcc]="-s model_options.vector_streams=[mfcc] $ONLY"
   [only-ge2e]="-s model_options.vector_streams=[ge2e] $ONLY"
 )
-ORDER=(full no-speaker-vector no-gate gate-whisper mask-per-domain contrastive-0.1 only-whisper-pooled only-egemaps only-mfcc only-ge2e
-       wide ls-per-corpus mask-shared mask-per-domain-l0 mask-shared-l0 per-language-heads alpha-on-valid)
+ORDER=(full no-speaker-vector no-gate gate-whisper mask-per-domain mask-shared mask-per-domain-l0 contrastive-0.1
+       only-whisper-pooled only-egemaps only-mfcc only-ge2e ls-per-corpus mask-shared-l0 alpha-on-valid wide
+       per-language-heads)
 NAMES=("${@:-${ORDER[@]}}")
 # the baseline on the same folds (deterministic: one run; the features are already in the store)
 $E benchmark --config configs/multigate/logreg.yaml --output runs/multigate/variant-ablations/logreg --workers 2 --threads 1
