@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/multigate_report.py runs/multigate
     .venv/bin/python benchmarks/multigate_report.py runs/multigate/variant-ablations full-seed0=multigate-variant \
-        mask-per-domain-seed0=multigate-variant-mask
+        mask-per-domain-l0-seed0=multigate-variant-mask
 
 Reads ``<root>/<run>/results.json`` for every run below ``root`` (a run named ``name-seedN`` is
 seed N of variant ``name``; variants with several seeds are shown as mean ± sd over seeds of the
