@@ -57,6 +57,26 @@ def table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def valid_scores(root: Path) -> str:
+    """Per variant: the mean over corpora of each corpus's valid UA at the epoch each fold kept
+    (from the training history in the job files), mean ± sd over seeds; unfinished runs left out."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for run in sorted(p.parent for p in root.glob("**/results.json")):
+        infos = describes(run)
+        per: dict[str, list[float]] = defaultdict(list)
+        for d in infos:
+            kept = [e for e in d.get("history", []) if "ua_sum" in e]
+            if kept:
+                best = max(kept, key=lambda e: e["ua_sum"])  # the first best epoch, as the trainer keeps it
+                for k, v in best.items():
+                    if k.startswith("ua."):
+                        per[k[3:]].append(v)
+        if len(infos) == 4 and per:
+            by[re.sub(r"-seed\d+$", "", str(run.relative_to(root)))].append(100 * np.mean([np.mean(v) for v in per.values()]))
+    return "\n".join(f"valid {name}: {np.mean(v):.1f}" + (f" ± {np.std(v, ddof=1):.1f}" if len(v) > 1 else "") + f" ({len(v)} seeds)"
+                     for name, v in by.items())
+
+
 def describes(run_dir: Path) -> list[dict]:
     out = []
     for job in sorted((run_dir / "jobs").glob("*.json")):
@@ -133,6 +153,7 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/multigate")
     runs = load_runs(root)
     print(table(runs))
+    print(valid_scores(root))
     for spec in sys.argv[2:] or ["joint=multigate"]:
         name, _, prefix = spec.partition("=")
         if (root / name / "jobs").exists():
