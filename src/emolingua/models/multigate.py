@@ -622,13 +622,9 @@ class MultiGate(TorchModel):
         if key in _SOURCE_MODELS:
             saved = _SOURCE_MODELS[key]
             self.net_meta_, self.history, self.selected, self.input_layers_ = copy.deepcopy(saved["meta"])
-            nets = []
-            for state, best_epoch in zip(saved["states"], saved["best_epochs"]):
-                with torch.random.fork_rng(devices=[]):
-                    net = self.Net(**self.net_meta_)
-                net.load_state_dict(state)
+            nets = [self._net_from(state) for state in saved["states"]]
+            for net, best_epoch in zip(nets, saved["best_epochs"]):
                 net.best_epoch_, net.history_ = best_epoch, self.history
-                nets.append(net.eval())
             self.net_, self.members_ = nets[0], nets[1:]
             return
         super()._fit(train, valid)
@@ -642,13 +638,7 @@ class MultiGate(TorchModel):
         self.languages_ = (*self.languages_, language)
         self.label_sets_ = {**self.label_sets_, language: list(classes)}
         self.net_meta_ = {**self.net_meta_, "languages": list(self.languages_), "label_sets": self.label_sets_}
-        nets = []
-        for old in self.nets_():
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.config.seed)
-                net = self.Net(**self.net_meta_)
-            net.load_state_dict(old.state_dict(), strict=False)
-            nets.append(net)
+        nets = [self._net_from(old.state_dict(), seed=self.config.seed, strict=False) for old in self.nets_()]
         self.net_, self.members_ = nets[0], nets[1:]
 
     def _few_shot_languages(self, train: Prepared) -> list[str]:

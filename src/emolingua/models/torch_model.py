@@ -147,6 +147,16 @@ class TorchModel(Model):
         if len(tried) > 1:
             self.history = [{"candidates": tried}, *self.history]
 
+    def _net_from(self, state: dict[str, torch.Tensor], *, seed: int | None = None, strict: bool = True) -> SERModule:
+        """A net of ``net_meta_`` holding ``state``, in eval mode. Building draws initial weights: the
+        caller's RNG is kept; ``seed`` fixes the draws of parts ``state`` lacks (``strict=False``)."""
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            net = self.Net(**self.net_meta_)
+        net.load_state_dict(state, strict=strict)
+        return net.eval()
+
     def nets_(self) -> list[SERModule]:
         """The fitted nets: one, or the members of an ensemble (``net_`` first)."""
         return [self.net_, *getattr(self, "members_", [])]
@@ -175,11 +185,8 @@ class TorchModel(Model):
         nets = []
         for i in range(int(meta.get("members", 1))):
             prefix = "net." if i == 0 else f"member{i}."
-            with torch.random.fork_rng(devices=[]):  # building a net draws initial weights: keep the caller's RNG
-                net = self.Net(**self.net_meta_)
-            state = {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
-            net.load_state_dict(state, strict=True)
-            nets.append(net.eval())
+            nets.append(self._net_from({k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                                        if k.startswith(prefix)}))  # fmt: skip
         self.net_, self.members_ = nets[0], nets[1:]
 
 
