@@ -4,12 +4,15 @@
 # speaker-independent folds, model seeds 0 1 2 (the folds stay the same); single nets
 # (members=1), so a row says what the part is worth, not what averaging several nets adds.
 #   bash benchmarks/multigate_variant_ablations.sh [variant ...]      (default: all, in this order)
+#   CONFIG=configs/multigate/joint-twins.yaml OUT=runs/multigate/twins-ablations bash ... (another base)
 # Then: .venv/bin/python benchmarks/multigate_report.py runs/multigate/variant-ablations
 # Each run is resumable (finished folds are reused); a variant x seed is ~4 min here
 # (two folds at a time, one thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E=.venv/bin/emolingua
+CONFIG=${CONFIG:-configs/multigate/joint-layers.yaml}
+OUT=${OUT:-runs/multigate/variant-ablations}
 ONLY="-s model_options.speaker=none -s model_options.gate=none -s model_options.split_layers=[]"
 declare -A VARIANTS=(
   [full]=""
@@ -25,6 +28,8 @@ declare -A VARIANTS=(
   [wide]="-s model_options.wide=true"
   [per-language-heads]="-s model_options.domain=language"
   [ls-per-corpus]="-s model=multigate-ls -s joint=false"
+  [no-twins]="-s model_options.speaker_twins=[]"
+  [twins]="-s model_options.speaker_twins=[whisper-base,egemaps,mfcc]"
   [only-whisper-pooled]="-s model_options.vector_streams=[whisper-base] $ONLY"
   [only-egemaps]="-s model_options.vector_streams=[egemaps] $ONLY"
   [only-mfcc]="-s model_options.vector_streams=[mfcc] $ONLY"
@@ -35,10 +40,10 @@ ORDER=(full no-speaker-vector no-gate gate-whisper mask-per-domain mask-shared m
        per-language-heads)
 NAMES=("${@:-${ORDER[@]}}")
 # the baseline on the same folds (deterministic: one run; the features are already in the store)
-$E benchmark --config configs/multigate/logreg.yaml --output runs/multigate/variant-ablations/logreg --workers 2 --threads 1
+$E benchmark --config configs/multigate/logreg.yaml --output "$OUT/logreg" --workers 2 --threads 1
 for name in ${NAMES[@]}; do
   for seed in 0 1 2; do
-    $E benchmark --config configs/multigate/joint-layers.yaml --output "runs/multigate/variant-ablations/$name-seed$seed" \
+    $E benchmark --config "$CONFIG" --output "$OUT/$name-seed$seed" \
        --workers 2 --threads 1 -s model_options.seed="$seed" -s model_options.members=1 ${VARIANTS[$name]} \
        || echo "multigate_variant_ablations: $name seed $seed failed; going on" >&2
   done

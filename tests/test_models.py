@@ -11,6 +11,7 @@ from emolingua.metrics import ccc, unweighted_accuracy
 from emolingua.models import (
     Dataset,
     FeatureView,
+    Frames,
     LayerWeights,
     Model,
     Normaliser,
@@ -234,6 +235,40 @@ def test_per_speaker_normalisation():
     by_speaker = accuracy(model, test)
     by_corpus = accuracy(get_model("logreg", normalise="train").fit(train, valid=valid), test)
     assert by_speaker > 0.85 and by_speaker > by_corpus + 0.1
+
+
+def test_speaker_twins_add_per_speaker_z_scores_beside_the_modes_values():
+    from emolingua.errors import ConfigError
+
+    train = blobs(12, seed=1, speakers=4, speaker_shift=6.0)
+    norm = Normaliser("train", twins=("x",)).fit({"x": train.X}, corpus=train.corpus)
+    speaker = train.speaker.copy()
+    speaker[:2] = ["", "lonely"]  # no speaker, and a speaker of one row: the mode's value
+    out = norm.transform({"x": train.X}, corpus=train.corpus, speaker=speaker)
+    assert set(out) == {"x", "x~speaker"}
+    np.testing.assert_array_equal(out["x~speaker"][:2], out["x"][:2])
+    for s in np.unique(speaker[2:]):
+        rows = np.flatnonzero(speaker == s)
+        X = train.X[rows].astype(np.float64)
+        np.testing.assert_allclose(out["x~speaker"][rows], (X - X.mean(0)) / X.std(0), atol=1e-4)
+    again = Normaliser.from_state(*norm.state())
+    np.testing.assert_array_equal(again.transform({"x": train.X}, corpus=train.corpus, speaker=speaker)["x~speaker"],
+                                  out["x~speaker"])  # fmt: skip
+    with pytest.raises(ConfigError, match="speaker_twins: no stream 'nope'"):
+        Normaliser(twins=("nope",)).fit({"x": train.X}, corpus=train.corpus)
+    frames = Frames.from_list([np.zeros((3, 2), np.float32)] * 2)
+    with pytest.raises(ConfigError, match="frame stream"):
+        Normaliser(twins=("f",)).fit({"f": frames}, corpus=np.array(["c1", "c1"]))
+
+
+def test_a_linear_model_with_speaker_twins_sees_both_values():
+    train = blobs(36, seed=1, speakers=6, speaker_shift=6.0)
+    valid = blobs(12, seed=2, speakers=3, speaker_shift=6.0, prefix="v")
+    test = blobs(30, seed=3, speakers=5, speaker_shift=6.0, prefix="t")
+    twins = get_model("logreg", speaker_twins=("x",)).fit(train, valid=valid)
+    assert twins.config.view.speaker_twins == ("x",) and twins.normaliser_.twins == ["x"]
+    plain = get_model("logreg").fit(train, valid=valid)
+    assert accuracy(twins, test) > 0.85 and accuracy(twins, test) > accuracy(plain, test) + 0.1
 
 
 # ----------------------------------------------------------------------------- regression

@@ -292,6 +292,23 @@ def test_split_layers_give_each_pooled_layer_its_own_gated_stream(tmp_path):
         get_model("multigate", split_layers=("w/frames",), **options).fit(data)
 
 
+def test_speaker_twins_of_split_layers_are_gated_streams_of_their_own(tmp_path):
+    data = two_languages(48, 0)
+    layered = np.stack([data.streams["egemaps"], -data.streams["egemaps"]], axis=1)
+    speaker = np.array([f"{g}{i % 4}" for i, g in enumerate(data.language)])
+    data = Dataset(streams={**data.streams, "egemaps": layered}, targets=data.targets, language=data.language,
+                   corpus=data.corpus, speaker=speaker)  # fmt: skip
+    options = {"tower": (16,), "threads": 1, "frame_streams": ("none",), "train": {"epochs": 2, "batch_size": 16}}
+    model = get_model("multigate", split_layers=("egemaps",), speaker_twins=("egemaps",), **options).fit(data)
+    assert model._roles_["vector_streams"] == ["egemaps@0", "egemaps@1", "egemaps@0~speaker", "egemaps@1~speaker"]
+    weights = model.gate_weights_(data)
+    assert weights.shape == (48, 5) and np.allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    loaded = Model.load(model.save(tmp_path / "t"))
+    np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
+    # transductive: a row's twin, and so its prediction, depends on its speaker's other rows
+    assert not np.allclose(model.predict_proba(data.subset(np.arange(8))), model.predict_proba(data)[:8])
+
+
 def test_an_affect_embedding_trained_with_the_metric_loss_reads_out_arousal_for_an_unseen_language(tmp_path):
     from scipy.stats import spearmanr
 

@@ -737,6 +737,8 @@ def _write_report(cfg: BenchmarkConfig, results: dict[str, Any], languages: dict
              "adapt-speaker": " (transductive: each speaker by their own unlabelled rows)",
              "train": " (statistics of the training rows)", "corpus": " (each training corpus by its training rows)",
              "none": ""}[mode]  # fmt: skip
+    if twins := cfg.model_options.get("speaker_twins"):
+        scope += f"; speaker twins of {', '.join(twins)} (transductive: each speaker by their own unlabelled rows)"
     lines.append(f"Target `{cfg.target}`; layers `{cfg.layers}` (chosen on valid); feature normalisation "
                  f"`{mode}`{scope}; seed {cfg.seed}; {seconds:.0f} s. SI = speaker independent, SD = speaker dependent.")  # fmt: skip
     lines.append("")

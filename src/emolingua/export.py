@@ -96,6 +96,9 @@ def _head(folder: Path, name: str, model: Model, n_states: int) -> _Head:
     norm = model.normaliser_
     if norm.mode not in NORMALISE_MODES:
         raise _unsupported(folder, f"model {model.name} normalises {norm.mode} (it depends on the other rows)")
+    if norm.twins:
+        twins = ", ".join(norm.twins)
+        raise _unsupported(folder, f"model {model.name} has speaker twins of {twins} (they depend on the other rows)")
     stream = _stream(folder, model)
     layers = view.layer_indices(n_states)
     width = model.streams_[stream][1] // (2 if view.stat in ("mean", "std") else 1)

@@ -59,7 +59,9 @@ class FeatureView:
     ``layers``: ``"all"``, ``"select"`` (each single layer is a candidate, chosen on valid) or a
     tuple of layer indices. ``stat``: ``"mean"`` / ``"std"`` (the first / second half of each
     pooled mean+std vector), ``"mean+std"`` or ``"all"`` (the whole vector). ``normalise``: a
-    :data:`~emolingua.models.normalisation.MODES` value.
+    :data:`~emolingua.models.normalisation.MODES` value. ``speaker_twins``: pooled streams also given
+    z-scored per speaker, as ``name~speaker`` (transductive; see
+    :mod:`~emolingua.models.normalisation`).
 
     >>> FeatureView(layers=(2, 3), stat="mean").apply(np.zeros((5, 7, 1024))).shape
     (5, 2, 512)
@@ -68,8 +70,10 @@ class FeatureView:
     layers: str | tuple[int, ...] = "all"
     stat: str = "all"
     normalise: str = "train"
+    speaker_twins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "speaker_twins", tuple(str(t) for t in self.speaker_twins))
         if isinstance(self.layers, str):
             if self.layers not in ("all", "select"):
                 raise ConfigError(f"layers: expected 'all', 'select' or a list of layer indices, got {self.layers!r}")
@@ -325,7 +329,7 @@ class Model(ABC):
         self.features_ = {k: train.features[k] for k in names if k in train.features}
         self.training_ = train.summary()
         viewed = self._view(train)
-        self.normaliser_ = Normaliser(self.config.view.normalise).fit(viewed, corpus=train.corpus)
+        self.normaliser_ = Normaliser(self.config.view.normalise, twins=self.config.view.speaker_twins).fit(viewed, corpus=train.corpus)
         with limited_threads(self.config.threads):
             self._fit(self._prepared(train, viewed), None if valid is None else self._prepare(valid))
         self.validated_ = valid is not None

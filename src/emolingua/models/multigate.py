@@ -45,6 +45,7 @@ from emolingua.models.contract import Prepared
 from emolingua.models.metric_ae import continuous_metric_loss
 from emolingua.models.data import Dataset, Frames
 from emolingua.models.module import Batch, SERModule
+from emolingua.models.normalisation import TWIN, twin_of
 from emolingua.models.torch_model import TorchConfig, TorchModel
 from emolingua.models.trainer import TrainConfig, Trainer
 
@@ -519,13 +520,15 @@ class MultiGate(TorchModel):
             raise ConfigError(f"model {self.name}: the gates need an utterance vector: give speaker= or gate_input=")
         if not frames and not vectors:
             raise ConfigError(f"model {self.name}: no input streams")
+        # each twinned vector stream's per-speaker z-scores (made by the normaliser) is a stream of its own
+        vectors += [t for v in vectors if (t := twin_of(v, self.config.view.speaker_twins))]
         return {"frame_streams": frames, "vector_streams": vectors, "speaker": speaker or None,
                 "gate_input": gate_input or None}  # fmt: skip
 
     def _stream_names(self, data: Dataset) -> list[str]:
         roles = self._roles(data)
         names = [*roles["frame_streams"], *roles["vector_streams"], roles["speaker"], roles["gate_input"]]
-        return sorted({n for n in names if n})
+        return sorted({n for n in names if n and not n.endswith(TWIN)})
 
     def _view(self, data: Dataset) -> dict[str, Any]:
         viewed = super()._view(data)

@@ -22,22 +22,35 @@ Modes (:data:`MODES`):
 
 A group of a single row cannot give its own statistics: it falls back to its corpus's (or the
 training) statistics.
+
+``twins`` (any mode): pooled streams that are given twice, z-scored as the mode says under their
+own name and per speaker under ``name~speaker`` (:data:`TWIN`; a stream split into layers,
+``name@i``, is twinned as ``name``). The twin is transductive in every mode: each (corpus,
+speaker) by their own rows of the call, labels unused; a row without a speaker, or the only row of
+its speaker, gets the mode's value (no speaker information). What it is for: a model sees both
+what an utterance is and how it differs from the same speaker's other utterances.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from emolingua.errors import ConfigError
 from emolingua.models.data import Frames, Stream
 
-__all__ = ["MODES", "TRANSDUCTIVE", "Normaliser"]
+__all__ = ["MODES", "TRANSDUCTIVE", "TWIN", "Normaliser", "twin_of"]
 
 MODES = ("train", "corpus", "adapt-corpus", "adapt-speaker", "none")
 TRANSDUCTIVE = ("adapt-corpus", "adapt-speaker")
 _EPS = 1e-8
+TWIN = "~speaker"
+
+
+def twin_of(name: str, twins: Sequence[str]) -> str | None:
+    """The twin's name of stream ``name`` (``None``: not twinned): ``twin_of("egemaps", ["egemaps"])``."""
+    return f"{name}{TWIN}" if name.split("@")[0] in twins else None
 
 
 def _values(stream: Stream) -> np.ndarray:
@@ -59,10 +72,11 @@ def _rows(stream: Stream, rows: np.ndarray) -> np.ndarray:
 class Normaliser:
     """Per-feature z-scores of every stream; see the module docstring for the modes."""
 
-    def __init__(self, mode: str = "train") -> None:
+    def __init__(self, mode: str = "train", *, twins: Sequence[str] = ()) -> None:
         if mode not in MODES:
             raise ConfigError(f"normalise: {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
+        self.twins = list(twins)
         self.corpora: list[str] = []
         self.stats: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}  # stream -> group -> (mean, std)
 
@@ -72,6 +86,11 @@ class Normaliser:
 
     def fit(self, streams: Mapping[str, Stream], *, corpus: np.ndarray) -> Normaliser:
         """Statistics of all training rows ("*") and, except in mode train, of each training corpus."""
+        bases = {name.split("@")[0] for name in streams}
+        if missing := [t for t in self.twins if t not in bases]:
+            raise ConfigError(f"speaker_twins: no stream {missing[0]!r}; the rows have {', '.join(streams)}")
+        if frames := [k for k, v in streams.items() if twin_of(k, self.twins) and isinstance(v, Frames)]:
+            raise ConfigError(f"speaker_twins: {frames[0]!r} is a frame stream; only pooled streams have twins")
         if self.mode == "none":
             return self
         self.corpora = [] if self.mode == "train" else sorted(set(corpus.tolist()))
@@ -99,8 +118,12 @@ class Normaliser:
     def transform(self, streams: Mapping[str, Stream], *, corpus: np.ndarray, speaker: np.ndarray) -> dict[str, Stream]:
         """z-scored float32 copies of ``streams`` (rows in any order, any mix of corpora)."""
         if self.mode == "none":
-            return {k: v.map(lambda a: a.astype(np.float32)) if isinstance(v, Frames) else np.asarray(v, np.float32)
-                    for k, v in streams.items()}  # fmt: skip
+            out = {k: v.map(lambda a: a.astype(np.float32)) if isinstance(v, Frames) else np.asarray(v, np.float32)
+                   for k, v in streams.items()}  # fmt: skip
+            for name in list(out):
+                if twin := twin_of(name, self.twins):
+                    out[twin] = _by_speaker(streams[name], out[name], corpus, speaker)
+            return out
         if not self.stats:
             raise RuntimeError("normaliser is not fitted")
         out: dict[str, Stream] = {}
@@ -122,6 +145,8 @@ class Normaliser:
                 for rows, (mean, std) in self._stats(name, s, np.flatnonzero(corpus == c), str(c), speaker):
                     z[rows] = ((s[rows] - mean) / std).astype(np.float32)
             out[name] = z
+            if twin := twin_of(name, self.twins):
+                out[twin] = _by_speaker(s, z, corpus, speaker)
         return out
 
     # -- saving ---------------------------------------------------------------------------------
@@ -129,12 +154,25 @@ class Normaliser:
         """JSON-able metadata and named arrays (``norm/<stream>/<group>/mean``)."""
         arrays = {f"norm/{s}/{g}/{k}": v for s, groups in self.stats.items() for g, mv in groups.items()
                   for k, v in zip(("mean", "std"), mv)}  # fmt: skip
-        return {"mode": self.mode, "corpora": self.corpora, "streams": list(self.stats)}, arrays
+        return {"mode": self.mode, "corpora": self.corpora, "streams": list(self.stats), "twins": self.twins}, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> Normaliser:
-        norm = cls(meta["mode"])
+        norm = cls(meta["mode"], twins=meta.get("twins", ()))
         norm.corpora = list(meta["corpora"])
         for s in meta["streams"]:
             norm.stats[s] = {g: (arrays[f"norm/{s}/{g}/mean"], arrays[f"norm/{s}/{g}/std"]) for g in ["*", *norm.corpora]}
         return norm
+
+
+def _by_speaker(raw: np.ndarray, fallback: np.ndarray, corpus: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+    """Each (corpus, speaker) group of two or more rows z-scored by its own moments; other rows: ``fallback``."""
+    out = fallback.copy()
+    named = speaker != ""
+    keys = np.char.add(np.char.add(corpus.astype(str), "\x00"), speaker.astype(str))
+    for key in np.unique(keys[named]):
+        rows = np.flatnonzero(named & (keys == key))
+        if len(rows) >= 2:
+            mean, std = _moments(raw[rows])
+            out[rows] = ((raw[rows] - mean) / std).astype(np.float32)
+    return out
