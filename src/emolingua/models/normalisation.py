@@ -33,6 +33,7 @@ what an utterance is and how it differs from the same speaker's other utterances
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -170,9 +171,16 @@ def _by_speaker(raw: np.ndarray, fallback: np.ndarray, corpus: np.ndarray, speak
     out = fallback.copy()
     named = speaker != ""
     keys = np.char.add(np.char.add(corpus.astype(str), "\x00"), speaker.astype(str))
+    grouped = 0
     for key in np.unique(keys[named]):
         rows = np.flatnonzero(named & (keys == key))
         if len(rows) >= 2:
             mean, std = _moments(raw[rows])
             out[rows] = ((raw[rows] - mean) / std).astype(np.float32)
+            grouped += len(rows)
+    if grouped < len(raw):
+        # not an error (a lone utterance is legitimate), but the predictions are then those of a
+        # model whose twin streams say nothing: worth one line
+        warnings.warn(f"speaker twins: {len(raw) - grouped} of {len(raw)} rows have no speaker with another row "
+                      "in this call; their twins carry no speaker information", stacklevel=3)
     return out
