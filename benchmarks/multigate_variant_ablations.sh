@@ -29,7 +29,7 @@ declare -A VARIANTS=(
   [per-language-heads]="-s model_options.domain=language"
   [ls-per-corpus]="-s model=multigate-ls -s joint=false"
   [no-twins]="-s model_options.speaker_twins=[]"
-  [twins]="-s model_options.speaker_twins=[whisper-base,egemaps,mfcc]"
+  [twins]="-s model_options.speaker_twins=[whisper-base,egemaps,mfcc,ge2e]"
   [only-whisper-pooled]="-s model_options.vector_streams=[whisper-base] $ONLY"
   [only-egemaps]="-s model_options.vector_streams=[egemaps] $ONLY"
   [only-mfcc]="-s model_options.vector_streams=[mfcc] $ONLY"

@@ -299,10 +299,12 @@ def test_speaker_twins_of_split_layers_are_gated_streams_of_their_own(tmp_path):
     data = Dataset(streams={**data.streams, "egemaps": layered}, targets=data.targets, language=data.language,
                    corpus=data.corpus, speaker=speaker)  # fmt: skip
     options = {"tower": (16,), "threads": 1, "frame_streams": ("none",), "train": {"epochs": 2, "batch_size": 16}}
-    model = get_model("multigate", split_layers=("egemaps",), speaker_twins=("egemaps",), **options).fit(data)
-    assert model._roles_["vector_streams"] == ["egemaps@0", "egemaps@1", "egemaps@0~speaker", "egemaps@1~speaker"]
+    model = get_model("multigate", split_layers=("egemaps",), speaker_twins=("egemaps", "ge2e"), **options).fit(data)
+    assert model._roles_["vector_streams"] == ["egemaps@0", "egemaps@1", "egemaps@0~speaker", "egemaps@1~speaker",
+                                               "ge2e~speaker"]  # fmt: skip
+    assert model._roles_["speaker"] == "ge2e"
     weights = model.gate_weights_(data)
-    assert weights.shape == (48, 5) and np.allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    assert weights.shape == (48, 6) and np.allclose(weights.sum(axis=1), 1.0, atol=1e-5)
     loaded = Model.load(model.save(tmp_path / "t"))
     np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
     # transductive: a row's twin, and so its prediction, depends on its speaker's other rows

@@ -520,8 +520,9 @@ class MultiGate(TorchModel):
             raise ConfigError(f"model {self.name}: the gates need an utterance vector: give speaker= or gate_input=")
         if not frames and not vectors:
             raise ConfigError(f"model {self.name}: no input streams")
-        # each twinned vector stream's per-speaker z-scores (made by the normaliser) is a stream of its own
-        vectors += [t for v in vectors if (t := twin_of(v, self.config.view.speaker_twins))]
+        # each twinned stream's per-speaker z-scores (made by the normaliser) is a gated vector stream of
+        # its own; the speaker vector's twin too (what sets an utterance apart from its speaker's others)
+        vectors += [t for v in [*vectors, speaker] if v and (t := twin_of(v, self.config.view.speaker_twins))]
         return {"frame_streams": frames, "vector_streams": vectors, "speaker": speaker or None,
                 "gate_input": gate_input or None}  # fmt: skip
 
