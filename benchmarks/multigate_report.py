@@ -102,18 +102,35 @@ def figures(run_dir: Path, prefix: str) -> list[Path]:
                      for g in langs])  # fmt: skip
     sd = np.array([[np.mean([d["gates"][g]["sd"][j] for d in infos if g in d["gates"]]) for j in range(len(streams))]
                    for g in langs])  # fmt: skip
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    many = len(streams) > 10  # the default colour cycle repeats after 10: distinct colours, legend outside
+    fig, ax = plt.subplots(figsize=(11, 4) if many else (8, 3.5))
     width = 0.8 / len(streams)
+    colours = plt.cm.tab20(np.linspace(0, 1, len(streams))) if many else [None] * len(streams)
     for j, s in enumerate(streams):
-        ax.bar(np.arange(len(langs)) + j * width, mean[:, j], width, yerr=sd[:, j], capsize=2, label=s)
+        ax.bar(np.arange(len(langs)) + j * width, mean[:, j], width, yerr=sd[:, j], capsize=2, label=s,
+               color=colours[j], error_kw={"elinewidth": 0.6})  # fmt: skip
     ax.set_xticks(np.arange(len(langs)) + 0.4 - width / 2, langs)
     ax.set_ylabel("gate weight (mean ± sd over utterances)")
     ax.set_title(f"Gate weights per gate (language or corpus) and stream ({len(infos)} folds, test utterances)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0)) if many else ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     made.append(FIGURES / f"{prefix}-gates.png")
     fig.savefig(made[-1], dpi=120)
     plt.close(fig)
+
+    twins = [j for j, s in enumerate(streams) if s.endswith("~speaker")]
+    if twins:  # how much each gate trusts the per-speaker view: the summed weight of the twin streams
+        share = mean[:, twins].sum(axis=1)
+        print("gate weight on the speaker twins:", ", ".join(f"{g} {v:.2f}" for g, v in zip(langs, share)))
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.bar(langs, share)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("summed gate weight")
+        ax.set_title(f"Summed gate weight of the {len(twins)} speaker twins, per gate")
+        fig.tight_layout()
+        made.append(FIGURES / f"{prefix}-twin-share.png")
+        fig.savefig(made[-1], dpi=120)
+        plt.close(fig)
 
     heads = sorted({h for d in infos for h in d["mask_density"]})
     if heads:
