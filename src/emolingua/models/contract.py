@@ -329,7 +329,8 @@ class Model(ABC):
         self.features_ = {k: train.features[k] for k in names if k in train.features}
         self.training_ = train.summary()
         viewed = self._view(train)
-        self.normaliser_ = Normaliser(self.config.view.normalise, twins=self.config.view.speaker_twins).fit(viewed, corpus=train.corpus)
+        view = self.config.view
+        self.normaliser_ = Normaliser(view.normalise, twins=view.speaker_twins).fit(viewed, corpus=train.corpus)
         with limited_threads(self.config.threads):
             self._fit(self._prepared(train, viewed), None if valid is None else self._prepare(valid))
         self.validated_ = valid is not None
