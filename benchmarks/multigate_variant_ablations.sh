@@ -24,7 +24,7 @@ declare -A VARIANTS=(
   [mask-per-domain-l0]="-s model_options.mask_streams=all -s model_options.l0=0.01"
   [mask-shared-l0]="-s model_options.mask_streams=all -s model_options.mask=shared -s model_options.l0=0.01"
   [contrastive-0.1]="-s model_options.alpha=0.1"
-  [alpha-on-valid]="-s model_options.alpha_grid=[0.0,0.1,0.5]"
+  [alpha-on-valid]="-s model_options.alpha_grid=[0.0,0.1]"
   [wide]="-s model_options.wide=true"
   [per-language-heads]="-s model_options.domain=language"
   [ls-per-corpus]="-s model=multigate-ls -s joint=false"
