@@ -353,6 +353,22 @@ def test_masks_act_on_the_utterance_vectors_only_when_mask_streams_is_all():
         get_model("multigate", mask_streams="vectors")
 
 
+def test_mask_lr_gives_the_mask_logits_their_own_step_so_the_l0_penalty_can_close_them():
+    data = two_languages(48, 0)
+    options = {"tower": (16,), "threads": 1, "l0": 1.0, "seed": 0, "train": {"epochs": 3, "batch_size": 16}}
+    slow = get_model("multigate", **options).fit(data)
+    fast = get_model("multigate", mask_lr=1.0, **options).fit(data)
+    groups = fast.net_.param_groups(lr=1e-3, weight_decay=0.1)
+    logits = [g for g in groups if any(p is fast.net_.masks["de"].log_alpha for p in g["params"])]
+    assert len(logits) == 1 and logits[0]["lr"] == 1.0 and logits[0]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len([p for p in fast.net_.parameters() if p.requires_grad])
+    # at the network's step the masks stay open (as on the real corpora); at their own they close
+    assert min(slow.mask_density_.values()) == 1.0
+    assert max(fast.mask_density_.values()) < 0.5
+    with pytest.raises(Exception, match="mask_lr"):
+        get_model("multigate", mask_lr=0.0)
+
+
 def test_a_wide_path_adds_a_linear_map_of_the_gated_raw_vectors_to_each_head(tmp_path):
     data, test = two_languages(64, 0), two_languages(20, 2)
     options = {"tower": (16,), "threads": 1, "train": {"epochs": 3, "batch_size": 16}}

@@ -208,7 +208,7 @@ class MultiGateNet(SERModule):
                  label_sets: dict[str, Sequence[str]], languages: Sequence[str], frame_streams: Sequence[str],
                  vector_streams: Sequence[str], speaker: str | None, gate: str = "mlp", gate_input: str | None = None,
                  mask: str = "per-language", mask_streams: str = "frames", l0: float = 0.0, alpha: float = 0.1,
-                 universal: bool = True,
+                 mask_lr: float | None = None, universal: bool = True,
                  language_dropout: float = 0.2, tower: Sequence[int] = (1024, 512, 256), dropout: float = 0.0,
                  class_weights: Sequence[float] | None = None, affect_dim: int = 0, affect_loss: str = "metric",
                  affect_weight: float = 1.0, wide: bool = False, **_: Any) -> None:  # fmt: skip
@@ -219,6 +219,7 @@ class MultiGateNet(SERModule):
         self.speaker, self.gate_kind, self.mask_kind, self.mask_streams = speaker, gate, mask, mask_streams
         self.gate_input = gate_input or speaker
         self.l0, self.alpha, self.universal, self.language_dropout = l0, alpha, universal, language_dropout
+        self.mask_lr = mask_lr
         self.experts = nn.ModuleDict({_key(s): SequenceExpert(int(input_shapes[s][-1])) for s in self.frame_streams})
         self.adaptors = nn.ModuleDict({_key(s): Adaptor(input_shapes[s]) for s in self.vector_streams})
         heads = [*self.languages, *([UNIVERSAL] if universal else [])]
@@ -346,6 +347,18 @@ class MultiGateNet(SERModule):
             terms["l0"] = self.l0 * torch.stack([m.expected_l0() for m in self.masks.values()]).mean()
         return terms
 
+    def param_groups(self, *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        if self.mask_lr is None or not len(self.masks):
+            return super().param_groups(lr=lr, weight_decay=weight_decay)
+        # the masks' logits get their own step size: at the network's, log alpha cannot travel
+        # from its open start (2) to closed (< -3) within one fit (docs/methods/multigate.md)
+        logits = {id(m.log_alpha) for m in self.masks.values()}
+        groups = super().param_groups(lr=lr, weight_decay=weight_decay)
+        for g in groups:
+            g["params"] = [p for p in g["params"] if id(p) not in logits]
+        return [*(g for g in groups if g["params"]),
+                {"params": [m.log_alpha for m in self.masks.values()], "lr": self.mask_lr, "weight_decay": 0.0}]
+
     def mask_density(self) -> dict[str, float]:
         """Each mask's fraction of open entries at evaluation, by head."""
         return {_unkey(k): m.density() for k, m in self.masks.items()}
@@ -410,6 +423,7 @@ class MultiGateConfig(TorchConfig):
     mask: str = "per-language"
     mask_streams: str = "frames"
     l0: float = 0.0
+    mask_lr: float | None = None
     alpha: float = 0.1
     alpha_grid: tuple[float, ...] = ()
     universal: bool = True
@@ -435,6 +449,8 @@ class MultiGateConfig(TorchConfig):
                               ("domain", ("language", "corpus")), ("affect_loss", ("metric", "mse"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.mask_lr is not None and not self.mask_lr > 0:
+            raise ConfigError(f"mask_lr: expected a learning rate > 0 or none, got {self.mask_lr!r}")
         if not self.frame_step or any(k < 1 for k in self.frame_step):
             raise ConfigError(f"frame_step: expected whole numbers >= 1, got {list(self.frame_step)}")
         self.steps_of()
@@ -540,7 +556,7 @@ class MultiGate(TorchModel):
         cfg = self.config
         return {**self._roles_, "classes": self.classes_.tolist(), "label_sets": self.label_sets_,
                 "languages": list(self.languages_), "gate": cfg.gate, "mask": cfg.mask,
-                "mask_streams": cfg.mask_streams, "l0": cfg.l0,
+                "mask_streams": cfg.mask_streams, "l0": cfg.l0, "mask_lr": cfg.mask_lr,
                 "alpha": cfg.alpha, "universal": cfg.universal, "language_dropout": cfg.language_dropout,
                 "tower": list(cfg.tower), "dropout": cfg.dropout,
                 "affect_dim": cfg.affect_dim if cfg.affect_target else 0, "affect_loss": cfg.affect_loss,
