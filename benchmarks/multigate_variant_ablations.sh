@@ -23,6 +23,8 @@ declare -A VARIANTS=(
   [mask-shared]="-s model_options.mask_streams=all -s model_options.mask=shared"
   [mask-per-domain-l0]="-s model_options.mask_streams=all -s model_options.l0=0.01"
   [mask-shared-l0]="-s model_options.mask_streams=all -s model_options.mask=shared -s model_options.l0=0.01"
+  [mask-lr-l0-1]="-s model_options.mask_streams=all -s model_options.mask_lr=0.05 -s model_options.l0=1.0"
+  [mask-lr-l0-10]="-s model_options.mask_streams=all -s model_options.mask_lr=0.05 -s model_options.l0=10.0"
   [contrastive-0.1]="-s model_options.alpha=0.1"
   [alpha-on-valid]="-s model_options.alpha_grid=[0.0,0.1]"
   [wide]="-s model_options.wide=true"
@@ -37,7 +39,7 @@ declare -A VARIANTS=(
 )
 ORDER=(full no-speaker-vector no-gate gate-whisper mask-per-domain mask-shared mask-per-domain-l0 contrastive-0.1
        only-whisper-pooled only-egemaps only-mfcc only-ge2e ls-per-corpus mask-shared-l0 alpha-on-valid wide
-       per-language-heads)
+       per-language-heads mask-lr-l0-10 mask-lr-l0-1)
 NAMES=("${@:-${ORDER[@]}}")
 # the baseline on the same folds (deterministic: one run; the features are already in the store)
 $E benchmark --config configs/multigate/logreg.yaml --output "$OUT/logreg" --workers 2 --threads 1
