@@ -152,6 +152,15 @@ class SERModule(nn.Module, ABC):
                 {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]  # fmt: skip
 
 
+def own_group(groups: list[dict[str, Any]], params: Sequence[nn.Parameter], *, lr: float) -> list[dict[str, Any]]:
+    """``groups`` with ``params`` moved to a group of their own at ``lr``, without weight decay:
+    ``return own_group(super().param_groups(lr=lr, weight_decay=wd), [self.logits], lr=1e-2)``."""
+    moved = {id(p) for p in params}
+    kept = [{**g, "params": [p for p in g["params"] if id(p) not in moved]} for g in groups]
+    own = [{"params": list(params), "lr": lr, "weight_decay": 0.0}] if params else []
+    return [*(g for g in kept if g["params"]), *own]
+
+
 def masked_cross_entropy(logits: Tensor, batch: Batch, target: str, *, weight: Tensor | None = None) -> Tensor:
     """Cross-entropy over the rows that carry ``target``; zero (with a gradient) when none do."""
     keep = batch.mask(target)

@@ -44,7 +44,7 @@ from emolingua.metrics import unweighted_accuracy
 from emolingua.models.contract import Prepared
 from emolingua.models.metric_ae import continuous_metric_loss
 from emolingua.models.data import Dataset, Frames
-from emolingua.models.module import Batch, SERModule
+from emolingua.models.module import Batch, SERModule, own_group
 from emolingua.models.normalisation import TWIN, twin_of
 from emolingua.models.torch_model import TorchConfig, TorchModel
 from emolingua.models.trainer import TrainConfig, Trainer
@@ -348,16 +348,12 @@ class MultiGateNet(SERModule):
         return terms
 
     def param_groups(self, *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        if self.mask_lr is None or not len(self.masks):
-            return super().param_groups(lr=lr, weight_decay=weight_decay)
-        # the masks' logits get their own step size: at the network's, log alpha cannot travel
-        # from its open start (2) to closed (< -3) within one fit (docs/methods/multigate.md)
-        logits = {id(m.log_alpha) for m in self.masks.values()}
         groups = super().param_groups(lr=lr, weight_decay=weight_decay)
-        for g in groups:
-            g["params"] = [p for p in g["params"] if id(p) not in logits]
-        return [*(g for g in groups if g["params"]),
-                {"params": [m.log_alpha for m in self.masks.values()], "lr": self.mask_lr, "weight_decay": 0.0}]
+        if self.mask_lr is None:
+            return groups
+        # at the network's step log alpha cannot travel from its open start (2) to closed (< -3)
+        # within one fit (docs/methods/multigate.md)
+        return own_group(groups, [m.log_alpha for m in self.masks.values()], lr=self.mask_lr)
 
     def mask_density(self) -> dict[str, float]:
         """Each mask's fraction of open entries at evaluation, by head."""

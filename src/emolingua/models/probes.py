@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from emolingua.models.module import Batch, SERModule, masked_cross_entropy
+from emolingua.models.module import Batch, SERModule, masked_cross_entropy, own_group
 
 __all__ = ["LayerWeightsNet", "MLPNet"]
 
@@ -171,11 +171,4 @@ class LayerWeightsNet(_Probe):
 
     def param_groups(self, *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         groups = super().param_groups(lr=lr, weight_decay=weight_decay)
-        mix = {id(p) for p in self.layer_logits}
-        for g in groups:
-            g["params"] = [p for p in g["params"] if id(p) not in mix]
-        groups = [g for g in groups if g["params"]]
-        if mix:
-            groups.append({"params": list(self.layer_logits), "lr": lr if self.layer_lr is None else self.layer_lr,
-                           "weight_decay": 0.0})  # fmt: skip
-        return groups
+        return own_group(groups, list(self.layer_logits), lr=lr if self.layer_lr is None else self.layer_lr)
